@@ -1,0 +1,1 @@
+"""The compiler: graph rewrites, fusion into kernels, lowering to scheduled TIR, build."""

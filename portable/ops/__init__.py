@@ -1,0 +1,14 @@
+"""Operator library: importing this package registers every operator."""
+
+from . import (  # noqa: F401
+    conv,
+    elementwise,
+    matmul,
+    movement,
+    nn,
+    normalization,
+    reduce,
+)
+from .registry import REGISTRY, OpDef, Pattern, lookup, register
+
+__all__ = ["REGISTRY", "OpDef", "Pattern", "lookup", "register"]

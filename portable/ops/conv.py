@@ -1,0 +1,176 @@
+"""Convolutions: Conv (1-D/2-D, groups, dilation, pads, auto_pad) and ConvTranspose.
+
+The algorithm is a direct convolution over a zero-padded input; the padding is its own
+injective stage (``pad``) which schedules inline into the reduction (``conv``, tag ``anchor``).
+1-D convolutions are 2-D ones with a unit height. Bias is an elementwise epilogue stage.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from tvm import te, tirx
+
+from .common import const
+from .registry import Attrs, Pattern, register, shape_of
+
+
+def conv_pads(attrs: Attrs, in_sizes: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
+              dilations: Sequence[int]) -> list[tuple[int, int]]:
+    """(begin, end) padding per spatial axis from ``pads`` or ``auto_pad``."""
+    nd = len(in_sizes)
+    auto = attrs.get("auto_pad", "NOTSET")
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        out = []
+        for size, k, s, d in zip(in_sizes, kernel, strides, dilations):
+            total = max(0, ((size + s - 1) // s - 1) * s + (k - 1) * d + 1 - size)
+            small, big = total // 2, total - total // 2
+            out.append((small, big) if auto == "SAME_UPPER" else (big, small))
+        return out
+    if auto == "VALID":
+        return [(0, 0)] * nd
+    pads = list(attrs.get("pads", [0] * (2 * nd)))
+    return [(pads[i], pads[i + nd]) for i in range(nd)]
+
+
+def pad_nchw(x: te.Tensor, pads: Sequence[tuple[int, int]], value: float = 0.0, name: str = "pad") -> te.Tensor:
+    """Pad the trailing spatial axes of an N, C, spatial... tensor with a constant."""
+    if all(p == (0, 0) for p in pads):
+        return x
+    shape = shape_of(x)
+    lead = len(shape) - len(pads)
+    out_shape = shape[:lead] + tuple(s + b + e for s, (b, e) in zip(shape[lead:], pads))
+
+    def body(*idx):  # type: ignore[no-untyped-def]
+        conds, src = [], list(idx[:lead])
+        for i, (s, (b, _)) in enumerate(zip(shape[lead:], pads)):
+            v = idx[lead + i]
+            conds += [v >= b, v < b + s]
+            src.append(v - b)
+        return tirx.if_then_else(tirx.all(*conds), x[tuple(src)], const(value, x.dtype))
+
+    return te.compute(out_shape, body, name=name, tag="injective")
+
+
+def conv2d_nchw(x: te.Tensor, w: te.Tensor, strides: Sequence[int], pads: Sequence[tuple[int, int]],
+                dilations: Sequence[int], groups: int) -> te.Tensor:
+    """Direct grouped 2-D convolution, NCHW data and OIHW weights."""
+    n, c, h, wd = shape_of(x)
+    oc, icg, kh, kw = shape_of(w)
+    if c != icg * groups:
+        raise ValueError(f"input channels {c} != weight in-channels {icg} x groups {groups}")
+    if oc % groups:
+        raise ValueError(f"output channels {oc} not divisible by groups {groups}")
+    xp = pad_nchw(x, pads)
+    (sh, sw), (dh, dw) = strides, dilations
+    oh = (h + pads[0][0] + pads[0][1] - (kh - 1) * dh - 1) // sh + 1
+    ow = (wd + pads[1][0] + pads[1][1] - (kw - 1) * dw - 1) // sw + 1
+    if oh <= 0 or ow <= 0:
+        raise ValueError(f"kernel {kh}x{kw} larger than padded input {h}x{wd}")
+    ocg = oc // groups
+    rc = te.reduce_axis((0, icg), name="rc")
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+
+    def body(b, o, i, j):  # type: ignore[no-untyped-def]
+        ci = rc if groups == 1 else (o // ocg) * icg + rc
+        return te.sum(xp[b, ci, i * sh + ry * dh, j * sw + rx * dw] * w[o, rc, ry, rx], axis=[rc, ry, rx])
+
+    return te.compute((n, oc, oh, ow), body, name="conv", tag="anchor")
+
+
+def _as_2d(t: te.Tensor, name: str) -> te.Tensor:
+    s = shape_of(t)
+    return te.compute((s[0], s[1], 1, s[2]), lambda a, b, _, d: t[a, b, d], name=name, tag="injective")
+
+
+def _spatial_params(attrs: Attrs, x: te.Tensor, w: te.Tensor) -> tuple[list[int], list[int], list[int]]:
+    nd = len(x.shape) - 2
+    kernel = list(attrs.get("kernel_shape", shape_of(w)[2:]))
+    strides = list(attrs.get("strides", [1] * nd))
+    dil = list(attrs.get("dilations", [1] * nd))
+    return kernel, strides, dil
+
+
+def _bias_add(y: te.Tensor, bias: te.Tensor | None) -> te.Tensor:
+    if bias is None:
+        return y
+    return te.compute(shape_of(y), lambda *i: y[i] + bias[i[1]], name="bias_add", tag="elemwise")
+
+
+@register("Conv", Pattern.ANCHOR, "conv2d")
+def conv(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
+    """ONNX Conv for 1-D and 2-D inputs."""
+    x, w = ins[0], ins[1]
+    bias = ins[2] if len(ins) > 2 else None
+    nd = len(x.shape) - 2
+    if nd not in (1, 2) or len(w.shape) != nd + 2:
+        raise attrs.fail(f"only 1-D and 2-D convolutions are supported (X {shape_of(x)}, W {shape_of(w)})")
+    kernel, strides, dil = _spatial_params(attrs, x, w)
+    if list(shape_of(w)[2:]) != kernel:
+        raise attrs.fail(f"kernel_shape {kernel} differs from weight shape {shape_of(w)}")
+    pads = conv_pads(attrs, shape_of(x)[2:], kernel, strides, dil)
+    groups = int(attrs.get("group", 1))
+    if nd == 1:
+        x, w = _as_2d(x, "x2d"), _as_2d(w, "w2d")
+        strides, dil, pads = [1, *strides], [1, *dil], [(0, 0), *pads]
+    try:
+        y = conv2d_nchw(x, w, strides, pads, dil, groups)
+    except ValueError as exc:
+        raise attrs.fail(str(exc)) from exc
+    if nd == 1:
+        y2 = y
+        y = te.compute((y2.shape[0], y2.shape[1], y2.shape[3]), lambda a, b, d: y2[a, b, 0, d],
+                       name="conv1d_squeeze", tag="injective")
+    return [_bias_add(y, bias)]
+
+
+@register("ConvTranspose", Pattern.ANCHOR, "conv2d_transpose")
+def conv_transpose(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
+    """ONNX ConvTranspose (2-D, groups, dilations, pads, output_padding, output_shape)."""
+    x, w = ins[0], ins[1]
+    bias = ins[2] if len(ins) > 2 else None
+    if len(x.shape) != 4:
+        raise attrs.fail(f"only 2-D ConvTranspose is supported (X {shape_of(x)})")
+    n, c, h, wd = shape_of(x)
+    cin, ocg, kh, kw = shape_of(w)
+    groups = int(attrs.get("group", 1))
+    if cin != c:
+        raise attrs.fail(f"weight in-channels {cin} != input channels {c}")
+    sh, sw = attrs.get("strides", [1, 1])
+    dh, dw = attrs.get("dilations", [1, 1])
+    opad = attrs.get("output_padding", [0, 0])
+    oc = ocg * groups
+    icg = c // groups
+    full = [(h - 1) * sh + (kh - 1) * dh + 1 + opad[0], (wd - 1) * sw + (kw - 1) * dw + 1 + opad[1]]
+    if "output_shape" in attrs:
+        out_hw = list(attrs.get("output_shape"))[-2:]
+        total = [full[i] - out_hw[i] for i in range(2)]
+        auto = attrs.get("auto_pad", "NOTSET")
+        pads = [((t + 1) // 2, t - (t + 1) // 2) if auto == "SAME_LOWER" else (t // 2, t - t // 2) for t in total]
+    elif attrs.get("auto_pad", "NOTSET") in ("SAME_UPPER", "SAME_LOWER"):
+        out_hw = [h * sh, wd * sw]
+        total = [full[i] - out_hw[i] for i in range(2)]
+        upper = attrs.get("auto_pad") == "SAME_UPPER"
+        pads = [(t // 2, t - t // 2) if upper else (t - t // 2, t // 2) for t in total]
+    else:
+        p = list(attrs.get("pads", [0, 0, 0, 0]))
+        pads = [(p[0], p[2]), (p[1], p[3])]
+        out_hw = [full[0] - p[0] - p[2], full[1] - p[1] - p[3]]
+    rc = te.reduce_axis((0, icg), name="rc")
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+
+    def body(b, o, i, j):  # type: ignore[no-untyped-def]
+        g = o // ocg
+        ci = g * icg + rc
+        yy = i + pads[0][0] - ry * dh
+        xx = j + pads[1][0] - rx * dw
+        ok = tirx.all(yy >= 0, xx >= 0, tirx.floormod(yy, sh) == 0, tirx.floormod(xx, sw) == 0,
+                      tirx.floordiv(yy, sh) < h, tirx.floordiv(xx, sw) < wd)
+        v = tirx.if_then_else(ok, x[b, ci, tirx.floordiv(yy, sh) * ok, tirx.floordiv(xx, sw) * ok]
+                              * w[ci, o - g * ocg, ry, rx], const(0, x.dtype))
+        return te.sum(v, axis=[rc, ry, rx])
+
+    y = te.compute((n, oc, out_hw[0], out_hw[1]), body, name="conv_transpose", tag="anchor")
+    return [_bias_add(y, bias)]

@@ -1,0 +1,259 @@
+"""Elementwise operators: arithmetic, activations, comparisons, logic, casts.
+
+Every operator here is ``Pattern.ELEMWISE``: output element ``i`` reads element ``i`` of each
+input under numpy broadcasting, so the compiler may fuse any chain of them into the epilogue of
+a convolution or matmul, or into one loop nest of their own.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+from onnx import helper
+import tvm
+from tvm import te, tirx
+
+from .common import broadcast_index, broadcast_shape, const
+from .registry import Attrs, Pattern, register, shape_of
+
+Expr = tvm.ir.expr.Expr
+
+
+def elementwise(name: str, fn: Callable[..., Expr], inputs: Sequence[te.Tensor]) -> te.Tensor:
+    """``fn`` applied elementwise over broadcast ``inputs`` as one te.compute named ``name``."""
+    shape = broadcast_shape(*[shape_of(t) for t in inputs])
+
+    def body(*idx: Expr) -> Expr:
+        return fn(*[t[tuple(broadcast_index(t, idx))] for t in inputs])
+
+    return te.compute(shape, body, name=name, tag="elemwise")
+
+
+def _float(x: Expr, v: float) -> Expr:
+    return const(v, x.dtype)
+
+
+def _unary(op_type: str, fn: Callable[[Expr, Attrs], Expr]) -> None:
+    @register(op_type, Pattern.ELEMWISE, "elemwise")
+    def compute(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
+        return [elementwise(op_type.lower(), lambda x: fn(x, attrs), ins[:1])]
+
+
+def _binary(op_type: str, fn: Callable[[Expr, Expr], Expr], out_bool: bool = False) -> None:
+    @register(op_type, Pattern.ELEMWISE, "elemwise")
+    def compute(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
+        a, b = ins[0], ins[1]
+        if a.dtype != b.dtype:
+            raise attrs.fail(f"inputs A ({a.dtype}) and B ({b.dtype}) must have the same dtype")
+        return [elementwise(op_type.lower(), fn, [a, b])]
+
+
+def _is_float(x: Expr) -> bool:
+    return "float" in str(x.dtype)
+
+
+def _div(a: Expr, b: Expr) -> Expr:
+    return a / b if _is_float(a) else tirx.truncdiv(a, b)
+
+
+def _pow(a: Expr, b: Expr) -> Expr:
+    if _is_float(a):
+        return te.power(a, b.astype(a.dtype))
+    return te.power(a.astype("float64"), b.astype("float64")).astype(a.dtype)
+
+
+def _sigmoid(x: Expr) -> Expr:
+    one = _float(x, 1.0)
+    return one / (one + te.exp(-x))
+
+
+def _softplus(x: Expr) -> Expr:
+    # log(1 + exp(x)) computed without overflow: max(x, 0) + log1p(exp(-|x|))
+    zero = _float(x, 0.0)
+    return te.max(x, zero) + te.log(_float(x, 1.0) + te.exp(-te.abs(x)))
+
+
+_binary("Add", lambda a, b: a + b)
+_binary("Sub", lambda a, b: a - b)
+_binary("Mul", lambda a, b: a * b)
+_binary("Div", _div)
+_binary("Equal", lambda a, b: a == b)
+_binary("Less", lambda a, b: a < b)
+_binary("LessOrEqual", lambda a, b: a <= b)
+_binary("Greater", lambda a, b: a > b)
+_binary("GreaterOrEqual", lambda a, b: a >= b)
+_binary("And", tirx.And)
+_binary("Or", tirx.Or)
+_binary("Xor", lambda a, b: tirx.Or(tirx.And(a, tirx.Not(b)), tirx.And(tirx.Not(a), b)))
+
+
+
+@register("Pow", Pattern.ELEMWISE, "elemwise")
+def _pow_op(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
+    return [elementwise("pow", _pow, ins[:2])]
+
+
+@register("Mod", Pattern.ELEMWISE, "elemwise")
+def _mod(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
+    fmod = attrs.get("fmod", 0)
+    if _is_float(ins[0]) and not fmod:
+        raise attrs.fail("Mod on floats requires fmod=1 (ONNX spec)")
+
+    def fn(a: Expr, b: Expr) -> Expr:
+        if _is_float(a):
+            return a - b * te.trunc(a / b)
+        return tirx.truncmod(a, b) if fmod else tirx.floormod(a, b)
+
+    return [elementwise("mod", fn, ins[:2])]
+
+
+_unary("Neg", lambda x, a: -x)
+_unary("Abs", lambda x, a: te.abs(x))
+_unary("Sqrt", lambda x, a: te.sqrt(x))
+_unary("Exp", lambda x, a: te.exp(x))
+_unary("Log", lambda x, a: te.log(x))
+_unary("Reciprocal", lambda x, a: _float(x, 1.0) / x)
+_unary("Floor", lambda x, a: te.floor(x))
+_unary("Ceil", lambda x, a: te.ceil(x))
+_unary("Round", lambda x, a: te.nearbyint(x))
+_unary("Sign", lambda x, a: tirx.Select(x > 0, _float(x, 1), tirx.Select(x < 0, _float(x, -1), _float(x, 0))))
+_unary("Sin", lambda x, a: te.sin(x))
+_unary("Cos", lambda x, a: te.cos(x))
+_unary("Tanh", lambda x, a: te.tanh(x))
+_unary("Erf", lambda x, a: te.erf(x))
+_unary("Not", lambda x, a: tirx.Not(x))
+_unary("IsNaN", lambda x, a: te.isnan(x))
+_unary("Relu", lambda x, a: te.max(x, _float(x, 0)))
+_unary("Sigmoid", lambda x, a: _sigmoid(x))
+_unary("Softplus", lambda x, a: _softplus(x))
+_unary("Softsign", lambda x, a: x / (_float(x, 1.0) + te.abs(x)))
+_unary("LeakyRelu", lambda x, a: tirx.Select(x < 0, x * _float(x, a.get("alpha", 0.01)), x))
+_unary("Elu", lambda x, a: tirx.Select(x < 0, _float(x, a.get("alpha", 1.0)) * (te.exp(x) - _float(x, 1)), x))
+_unary("Celu", lambda x, a: te.max(x, _float(x, 0)) + te.min(
+    _float(x, 0), _float(x, a.get("alpha", 1.0)) * (te.exp(x / _float(x, a.get("alpha", 1.0))) - _float(x, 1))))
+_unary("ThresholdedRelu", lambda x, a: tirx.Select(x > _float(x, a.get("alpha", 1.0)), x, _float(x, 0)))
+_unary("Selu", lambda x, a: _float(x, a.get("gamma", 1.0507009873554805)) * tirx.Select(
+    x <= 0, _float(x, a.get("alpha", 1.6732632423543772)) * (te.exp(x) - _float(x, 1)), x))
+_unary("HardSigmoid", lambda x, a: te.max(_float(x, 0), te.min(
+    _float(x, 1), x * _float(x, a.get("alpha", 0.2)) + _float(x, a.get("beta", 0.5)))))
+_unary("HardSwish", lambda x, a: x * te.max(_float(x, 0), te.min(_float(x, 1), x / _float(x, 6) + _float(x, 0.5))))
+_unary("Mish", lambda x, a: x * te.tanh(_softplus(x)))
+
+
+def _gelu(x: Expr, a: Attrs) -> Expr:
+    if a.get("approximate", "none") == "tanh":
+        inner = _float(x, math.sqrt(2 / math.pi)) * (x + _float(x, 0.044715) * x * x * x)
+        return _float(x, 0.5) * x * (_float(x, 1) + te.tanh(inner))
+    return _float(x, 0.5) * x * (_float(x, 1) + te.erf(x * _float(x, 1 / math.sqrt(2))))
+
+
+_unary("Gelu", _gelu)
+
+
+@register("IsInf", Pattern.ELEMWISE, "elemwise")
+def _isinf(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
+    pos, neg = attrs.get("detect_positive", 1), attrs.get("detect_negative", 1)
+
+    def fn(x: Expr) -> Expr:
+        inf = te.isinf(x)
+        if pos and neg:
+            return inf
+        return tirx.And(inf, x > 0) if pos else tirx.And(inf, x < 0) if neg else tirx.const(False, "bool")
+
+    return [elementwise("isinf", fn, ins[:1])]
+
+
+@register("PRelu", Pattern.ELEMWISE, "elemwise")
+def _prelu(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
+    return [elementwise("prelu", lambda x, s: tirx.Select(x < 0, x * s, x), ins[:2])]
+
+
+@register("Clip", Pattern.ELEMWISE, "elemwise")
+def _clip(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
+    x = ins[0]
+    if attrs.opset < 11:
+        lo, hi = attrs.get("min", -3.4028234663852886e38), attrs.get("max", 3.4028234663852886e38)
+        return [elementwise("clip", lambda v: te.min(te.max(v, _float(v, lo)), _float(v, hi)), [x])]
+    lo_t = ins[1] if len(ins) > 1 else None
+    hi_t = ins[2] if len(ins) > 2 else None
+    bounds = [t for t in (lo_t, hi_t) if t is not None]
+
+    def fn(v: Expr, *b: Expr) -> Expr:
+        it = iter(b)
+        if lo_t is not None:
+            v = te.max(v, next(it))
+        if hi_t is not None:
+            v = te.min(v, next(it))
+        return v
+
+    return [elementwise("clip", fn, [x, *bounds])]
+
+
+def _variadic(op_type: str, combine: Callable[[Expr, Expr], Expr], finish: Callable[[Expr, int], Expr]) -> None:
+    @register(op_type, Pattern.ELEMWISE, "elemwise")
+    def compute(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
+        live = [t for t in ins if t is not None]
+
+        def fn(*xs: Expr) -> Expr:
+            acc = xs[0]
+            for x in xs[1:]:
+                acc = combine(acc, x)
+            return finish(acc, len(xs))
+
+        return [elementwise(op_type.lower(), fn, live)]
+
+
+_variadic("Sum", lambda a, b: a + b, lambda acc, n: acc)
+_variadic("Mean", lambda a, b: a + b, lambda acc, n: acc / _float(acc, n))
+_variadic("Max", te.max, lambda acc, n: acc)
+_variadic("Min", te.min, lambda acc, n: acc)
+
+
+@register("Where", Pattern.ELEMWISE, "elemwise")
+def _where(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
+    return [elementwise("where", lambda c, a, b: tirx.Select(c, a, b), ins[:3])]
+
+
+def _cast_expr(x: Expr, dtype: str) -> Expr:
+    if dtype == "bool":
+        return x != tirx.const(0, x.dtype)
+    return x.astype(dtype)
+
+
+@register("Cast", Pattern.ELEMWISE, "elemwise")
+def _cast(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
+    to = attrs.get("to")
+    try:
+        dtype = str(np.dtype(helper.tensor_dtype_to_np_dtype(to)))
+    except Exception as exc:
+        raise attrs.fail(f"attribute 'to'={to} is not a supported tensor type") from exc
+    if dtype not in ("float32", "float64", "float16", "int8", "uint8", "int16", "int32", "int64", "bool"):
+        raise attrs.fail(f"Cast to {dtype} is not supported")
+    return [elementwise("cast", lambda x: _cast_expr(x, dtype), ins[:1])]
+
+
+@register("CastLike", Pattern.ELEMWISE, "elemwise")
+def _castlike(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
+    dtype = str(ins[1].dtype)
+    return [elementwise("cast", lambda x: _cast_expr(x, dtype), ins[:1])]
+
+
+@register("BatchNormalization", Pattern.ELEMWISE, "elemwise")
+def _batchnorm_inference(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
+    """Inference form: (x - mean) / sqrt(var + eps) * scale + bias, per channel (axis 1)."""
+    if attrs.get("training_mode", 0):
+        raise attrs.fail("training_mode=1 is only supported by the training compiler")
+    x, scale, bias, mean, var = ins[:5]
+    eps = attrs.get("epsilon", 1e-5)
+    rank = len(x.shape)
+
+    def body(*idx: Expr) -> Expr:
+        c = idx[1]
+        inv = scale[c] / te.sqrt(var[c] + _float(var[c], eps))
+        return (x[idx] - mean[c]) * inv + bias[c]
+
+    if rank < 2:
+        raise attrs.fail(f"input X must have rank >= 2, got shape {shape_of(x)}")
+    return [te.compute(shape_of(x), body, name="batchnorm", tag="elemwise")]

@@ -1,0 +1,224 @@
+"""The compiled model: kernels + a static execution plan + constants.
+
+Buffers are allocated once (intermediates share slots planned at compile time), inputs are
+checked (names, count, dtypes, shapes) before any kernel runs and copied into aligned, contiguous
+TVM tensors, so a misaligned or strided numpy array never reaches a kernel.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import tvm
+
+from ..errors import InputError, PortableError
+from ..targets import TargetInfo, configure_threads, resolve_target
+
+FORMAT = "portable-ptb-1"
+
+
+@dataclass
+class Plan:
+    """Everything besides the kernels and constants needed to run a model."""
+
+    inputs: list[str]
+    outputs: list[str]
+    output_names: list[str]
+    values: dict[str, dict[str, Any]]
+    steps: list[dict[str, Any]]
+    slots: dict[str, int]
+    target: str
+    target_key: str
+    kernels: dict[str, dict[str, Any]] = field(default_factory=dict)
+    version: str = ""
+
+    def to_json(self) -> str:
+        """Serialise."""
+        return json.dumps({"format": FORMAT, **asdict(self)}, default=_json_default)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Plan":
+        """Deserialise."""
+        data = json.loads(text)
+        if data.pop("format", None) != FORMAT:
+            raise PortableError("not a portable compiled model (unknown format)")
+        return cls(**data)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if hasattr(o, "value"):
+        return o.value
+    return str(o)
+
+
+class Executable:
+    """A compiled model: ``run`` it, ``save`` it, or inspect its inputs and outputs."""
+
+    def __init__(self, lib: Any, plan: Plan, constants: dict[str, np.ndarray], target: TargetInfo):
+        self.lib = lib
+        self.plan = plan
+        self.constants = constants
+        self.target = target
+        self._ready = False
+
+    # ------------------------------------------------------------------ info
+    @property
+    def input_names(self) -> list[str]:
+        """Graph input names in positional order."""
+        return list(self.plan.inputs)
+
+    @property
+    def output_names(self) -> list[str]:
+        """Graph output names in order."""
+        return list(self.plan.output_names)
+
+    def input_info(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """name -> (shape, dtype) of each input."""
+        return {n: (tuple(self.plan.values[n]["shape"]), self.plan.values[n]["dtype"]) for n in self.plan.inputs}
+
+    @property
+    def num_kernels(self) -> int:
+        """Distinct compiled kernels."""
+        return len(self.plan.kernels)
+
+    # ------------------------------------------------------------------ run
+    def _prepare(self) -> None:
+        if self._ready:
+            return
+        if not self.target.host_runnable:
+            raise PortableError(f"model was compiled for {self.target.name}; it cannot run on this machine "
+                                "(save it and run it on the device)")
+        configure_threads()
+        dev = tvm.cpu(0)
+        tensors: dict[str, Any] = {}
+        for name, arr in self.constants.items():
+            tensors[name] = tvm.runtime.tensor(np.ascontiguousarray(arr), dev)
+        slot_size: dict[int, int] = {}
+        for v, s in self.plan.slots.items():
+            info = self.plan.values[v]
+            slot_size[s] = max(slot_size.get(s, 1), int(np.prod(info["shape"], dtype=np.int64)) or 1)
+        slot_dtype = {s: self.plan.values[v]["dtype"] for v, s in self.plan.slots.items()}
+        slot_base = {s: tvm.runtime.empty((n,), slot_dtype[s], dev) for s, n in slot_size.items()}
+        for v, s in self.plan.slots.items():
+            info = self.plan.values[v]
+            tensors[v] = slot_base[s]._create_view(tuple(info["shape"]), info["dtype"])
+        for v, info in self.plan.values.items():
+            if v not in tensors:
+                tensors[v] = tvm.runtime.empty(tuple(info["shape"]), info["dtype"], dev)
+        self._tensors = tensors
+        self._calls = [(self.lib[s["kernel"]], [tensors[a] for a in s["args"]]) for s in self.plan.steps]
+        self._ready = True
+
+    def _bind_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        names = self.plan.inputs
+        if args and kwargs:
+            raise InputError("pass inputs either positionally or by name, not both")
+        if args:
+            if len(args) == 1 and isinstance(args[0], dict):
+                kwargs = dict(args[0])
+            elif len(args) != len(names):
+                raise InputError(f"model takes {len(names)} input(s) {names}, got {len(args)}")
+            else:
+                kwargs = dict(zip(names, args))
+        unknown = [k for k in kwargs if k not in names]
+        if unknown:
+            raise InputError(f"unknown input name(s) {unknown}; the model's inputs are {names}")
+        missing = [n for n in names if n not in kwargs]
+        if missing:
+            raise InputError(f"missing input(s) {missing}; the model's inputs are {names}")
+        for name in names:
+            info = self.plan.values[name]
+            arr = kwargs[name]
+            if hasattr(arr, "numpy") and not isinstance(arr, np.ndarray):
+                arr = arr.numpy()
+            arr = np.asarray(arr)
+            want_shape, want_dtype = tuple(info["shape"]), info["dtype"]
+            if str(arr.dtype) != want_dtype:
+                raise InputError(f"input {name!r}: expected dtype {want_dtype}, got {arr.dtype}")
+            if tuple(arr.shape) != want_shape:
+                raise InputError(f"input {name!r}: expected shape {want_shape}, got {tuple(arr.shape)}")
+            self._tensors[name].copyfrom(np.ascontiguousarray(arr))
+
+    def run(self, *args: Any, **kwargs: Any) -> list[np.ndarray]:
+        """Run the model. Inputs positionally (graph order), as a dict, or by name; returns numpy outputs."""
+        self._prepare()
+        self._bind_inputs(args, kwargs)
+        for fn, targs in self._calls:
+            fn(*targs)
+        return [self._tensors[o].numpy() for o in self.plan.outputs]
+
+    __call__ = run
+
+    def time_run(self, *args: Any, repeat: int = 20, warmup: int = 3) -> list[float]:
+        """Wall-clock seconds of ``repeat`` runs after ``warmup`` (inputs bound once)."""
+        import time
+
+        self.run(*args)
+        for _ in range(warmup):
+            for fn, targs in self._calls:
+                fn(*targs)
+        out = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            for fn, targs in self._calls:
+                fn(*targs)
+            out.append(time.perf_counter() - t)
+        return out
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, path: str) -> None:
+        """Write a self-contained .ptb file (zip: kernels.so, plan.json, constants.npz)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            so = os.path.join(tmp, "kernels.so")
+            export_library(self.lib, so, self.target)
+            buf = io.BytesIO()
+            np.savez(buf, **{f"c{i}": v for i, v in enumerate(self.constants.values())})
+            names = list(self.constants)
+            with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+                z.write(so, "kernels.so")
+                z.writestr("plan.json", self.plan.to_json())
+                z.writestr("constants.json", json.dumps(names))
+                z.writestr("constants.npz", buf.getvalue())
+
+
+def export_library(lib: Any, path: str, target: TargetInfo) -> None:
+    """Export compiled kernels as a shared library, cross-linking for non-host targets."""
+    if target.cross_compiler:
+        from tvm.support import cc
+
+        lib.export_library(path, fcompile=cc.cross_compiler(target.cross_compiler))
+    else:
+        lib.export_library(path)
+
+
+def load(path: str) -> Executable:
+    """Load a .ptb file written by ``Executable.save``."""
+    if not os.path.exists(path):
+        raise PortableError(f"compiled model not found: {path}")
+    try:
+        z = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise PortableError(f"{path} is not a portable compiled model") from exc
+    with z:
+        plan = Plan.from_json(z.read("plan.json").decode())
+        names = json.loads(z.read("constants.json"))
+        with np.load(io.BytesIO(z.read("constants.npz"))) as data:
+            constants = {n: data[f"c{i}"] for i, n in enumerate(names)}
+        tmp = tempfile.mkdtemp(prefix="portable-")
+        so = os.path.join(tmp, "kernels.so")
+        with open(so, "wb") as f:
+            f.write(z.read("kernels.so"))
+    target = resolve_target(plan.target)
+    lib = tvm.runtime.load_module(so) if target.host_runnable else None
+    return Executable(lib, plan, constants, target)

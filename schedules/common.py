@@ -1,0 +1,101 @@
+"""Schedule helpers shared by templates of every target family."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from tvm.s_tir import Schedule
+from tvm.s_tir.schedule import ScheduleError
+
+
+def blocks(sch: Schedule) -> list:
+    """Top-level blocks of the function in program order."""
+    return list(sch.get_child_blocks(sch.get_sblock("root")))
+
+
+def block_name(sch: Schedule, blk) -> str:  # type: ignore[no-untyped-def]
+    """Name of a block."""
+    return sch.get(blk).name_hint
+
+
+def is_reduction(sch: Schedule, blk) -> bool:  # type: ignore[no-untyped-def]
+    """True if the block has a reduction iterator."""
+    return any(int(iv.iter_type) != 0 for iv in sch.get(blk).iter_vars)
+
+
+def output_blocks(sch: Schedule) -> list:
+    """Blocks writing a function output."""
+    return list(sch.get_output_blocks(sch.get_sblock("root")))
+
+
+def inline_all(sch: Schedule, keep: Iterable[str] = ()) -> None:
+    """compute_inline every block that allows it, except outputs and ``keep``; repeat to a fixpoint."""
+    keep = set(keep)
+    changed = True
+    while changed:
+        changed = False
+        outs = {block_name(sch, b) for b in output_blocks(sch)}
+        for blk in blocks(sch):
+            name = block_name(sch, blk)
+            if name in keep or name in outs or is_reduction(sch, blk):
+                continue
+            try:
+                sch.compute_inline(blk)
+                changed = True
+                break
+            except ScheduleError:
+                continue
+
+
+def loop_extent(sch: Schedule, loop) -> int:  # type: ignore[no-untyped-def]
+    """Static extent of a loop."""
+    return int(sch.get(loop).extent)
+
+
+def spatial_loop_count(sch: Schedule, blk) -> int:  # type: ignore[no-untyped-def]
+    """Number of leading data-parallel iterators of a block (its outer spatial loops)."""
+    n = 0
+    for iv in sch.get(blk).iter_vars:
+        if int(iv.iter_type) != 0:
+            break
+        n += 1
+    return n
+
+
+def parallel_outer(sch: Schedule, blk, num_spatial: int, min_chunks: int) -> object | None:  # type: ignore[no-untyped-def]
+    """Fuse leading spatial loops until there are ``min_chunks`` iterations and mark them parallel."""
+    loops = sch.get_loops(blk)[:num_spatial]
+    if not loops:
+        return None
+    take, total = 0, 1
+    for lp in loops:
+        take += 1
+        total *= loop_extent(sch, lp)
+        if total >= min_chunks:
+            break
+    fused = sch.fuse(*loops[:take]) if take > 1 else loops[0]
+    if total > 1:
+        sch.parallel(fused)
+    return fused
+
+
+def vectorize_inner(sch: Schedule, blk, lanes: int) -> bool:  # type: ignore[no-untyped-def]
+    """Vectorize the innermost spatial loop by ``lanes`` (or its whole extent if it is small)."""
+    loops = sch.get_loops(blk)
+    if not loops or is_reduction(sch, blk):
+        return False
+    inner = loops[-1]
+    ext = loop_extent(sch, inner)
+    if ext % lanes == 0 and ext > lanes:
+        _, vi = sch.split(inner, [None, lanes])
+        sch.vectorize(vi)
+        return True
+    if ext in (lanes, lanes // 2, lanes // 4) and ext >= 4:
+        sch.vectorize(inner)
+        return True
+    return False
+
+
+def divisors(n: int, upto: int | None = None) -> list[int]:
+    """Divisors of n (<= upto), ascending."""
+    return [d for d in range(1, (upto or n) + 1) if n % d == 0]

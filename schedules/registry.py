@@ -1,0 +1,89 @@
+"""Template base class, registry and the entry point used by the compiler and the tuner."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import tvm
+from tvm.s_tir import Schedule
+
+
+@dataclass
+class ScheduleContext:
+    """What a template may know about the kernel it schedules."""
+
+    family: str
+    anchor_block: str | None
+    anchor_attrs: dict[str, Any]
+    target: Any  # portable.targets.TargetInfo
+    const_params: set[int] = field(default_factory=set)  # PrimFunc params that are compile-time constants
+    #: filled by templates: param index -> IndexMap applied to that constant's layout
+    layout_rewrites: dict[int, Any] = field(default_factory=dict)
+
+    @property
+    def lanes(self) -> int:
+        """float32 SIMD lanes of the target."""
+        return max(1, self.target.vector_lanes_f32)
+
+
+class Template:
+    """A schedule template: a knob space plus a function applying knob values."""
+
+    family: str = "generic"
+    target_family: str = "x86"
+
+    def space(self, sch: Schedule, ctx: ScheduleContext) -> dict[str, list[Any]]:
+        """Knob name -> candidate values. Every combination must compile and be correct."""
+        return {}
+
+    def defaults(self, sch: Schedule, ctx: ScheduleContext) -> dict[str, Any]:
+        """Knob values used when no tuning record exists (first value of each knob by default)."""
+        return {k: v[0] for k, v in self.space(sch, ctx).items()}
+
+    def apply(self, sch: Schedule, ctx: ScheduleContext, knobs: dict[str, Any]) -> None:
+        """Transform ``sch`` in place."""
+        raise NotImplementedError
+
+    def random_point(self, sch: Schedule, ctx: ScheduleContext, rng: random.Random) -> dict[str, Any]:
+        """A uniformly drawn point of the knob space."""
+        return {k: rng.choice(v) for k, v in self.space(sch, ctx).items()}
+
+    def all_points(self, sch: Schedule, ctx: ScheduleContext) -> list[dict[str, Any]]:
+        """Every point of the knob space (for small spaces)."""
+        space = self.space(sch, ctx)
+        keys = list(space)
+        return [dict(zip(keys, vals)) for vals in itertools.product(*(space[k] for k in keys))]
+
+
+TEMPLATES: dict[tuple[str, str], Template] = {}
+
+
+def register_template(tpl: Template) -> Template:
+    """Add a template instance to the registry."""
+    TEMPLATES[(tpl.family, tpl.target_family)] = tpl
+    return tpl
+
+
+def get_template(family: str, target_family: str) -> Template:
+    """Template for a family on a target family, falling back to the generic one."""
+    from . import x86  # noqa: F401  (registers the x86 templates)
+
+    for key in ((family, target_family), ("generic", target_family), ("generic", "x86")):
+        if key in TEMPLATES:
+            return TEMPLATES[key]
+    raise KeyError(f"no schedule template for {family} on {target_family}")
+
+
+def apply_schedule(func: tvm.tirx.PrimFunc, ctx: ScheduleContext,
+                   knobs: dict[str, Any] | None = None) -> tuple[tvm.tirx.PrimFunc, dict[str, Any]]:
+    """Schedule ``func``; returns the scheduled function and the knob values used."""
+    tpl = get_template(ctx.family, ctx.target.family)
+    sch = Schedule(func)
+    chosen = tpl.defaults(sch, ctx)
+    if knobs:
+        chosen.update({k: v for k, v in knobs.items() if k in chosen})
+    tpl.apply(sch, ctx, chosen)
+    return sch.mod["main"], chosen

@@ -1,0 +1,90 @@
+"""x86 fallback template for elementwise, injective, pooling and reduction kernels.
+
+Everything injective is inlined into its consumer, so a chain of elementwise ops is one loop
+nest reading each input once. The output nest is split over cores (a few chunks per core so an
+uneven split costs little) and its innermost loop runs on full SIMD registers. Reductions that
+feed the output (softmax's max and sum, a pool's window) are computed under the output's
+parallel loop, so their intermediate rows stay in L1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tvm.s_tir import Schedule
+from tvm.s_tir.schedule import ScheduleError
+
+from ..common import (
+    block_name,
+    blocks,
+    inline_all,
+    is_reduction,
+    output_blocks,
+    parallel_outer,
+    spatial_loop_count,
+    vectorize_inner,
+)
+from ..registry import ScheduleContext, Template, register_template
+
+
+class GenericX86(Template):
+    """Inline, parallelise the outer loops, vectorise the inner one."""
+
+    family = "generic"
+    target_family = "x86"
+
+    def space(self, sch: Schedule, ctx: ScheduleContext) -> dict[str, list[Any]]:
+        """Chunks per core for the parallel loop, and whether to vectorize."""
+        return {"chunks_per_core": [4, 1, 16], "vectorize": [True, False]}
+
+    def apply(self, sch: Schedule, ctx: ScheduleContext, knobs: dict[str, Any]) -> None:
+        """See module docstring."""
+        inline_all(sch)
+        min_chunks = ctx.target.num_cores * knobs["chunks_per_core"]
+        outs = output_blocks(sch)
+        first = outs[0]
+        outer = None
+        if len(outs) == 1:
+            outer = parallel_outer(sch, first, spatial_loop_count(sch, first), min_chunks)
+            others = [b for b in blocks(sch) if block_name(sch, b) != block_name(sch, first)]
+            placed = []
+            for blk in reversed(others):
+                if outer is None:
+                    break
+                try:
+                    sch.compute_at(blk, outer, preserve_unit_loops=True)
+                    placed.append(blk)
+                except ScheduleError:
+                    break
+            if len(placed) != len(others):
+                # could not nest everything under the output loop: schedule each block alone
+                pass
+        for blk in blocks(sch):
+            if knobs["vectorize"] and not is_reduction(sch, blk):
+                try:
+                    vectorize_inner(sch, blk, ctx.lanes)
+                except ScheduleError:
+                    pass
+        for blk in blocks(sch):
+            loops = sch.get_loops(blk)
+            if loops and not _has_parallel(sch, loops):
+                try:
+                    parallel_outer(sch, blk, spatial_loop_count(sch, blk), min_chunks)
+                except ScheduleError:
+                    pass
+
+
+def _has_parallel(sch: Schedule, loops: list) -> bool:
+    return any(int(sch.get(lp).kind) == 1 for lp in loops)
+
+
+register_template(GenericX86())
+
+
+class ElemwiseX86(GenericX86):
+    """Elementwise/injective chains: the generic template is exactly right for them."""
+
+    family = "elemwise"
+
+
+register_template(ElemwiseX86())
