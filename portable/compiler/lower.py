@@ -84,7 +84,7 @@ def lower_group(graph: Graph, group: Group, index: int) -> Kernel:
                     env[name] = ph
             args.append(env[name])
         try:
-            outs = op.compute(args, Attrs(node.attrs, node.opset, node.describe()))
+            outs = op.compute(args, Attrs(node.attrs, node.opset, node.describe(), len(node.outputs)))
         except PortableError:
             raise
         except Exception as exc:
@@ -93,7 +93,7 @@ def lower_group(graph: Graph, group: Group, index: int) -> Kernel:
             if name:
                 env[name] = t
         if node is group.anchor:
-            anchor_tensor = outs[0]
+            anchor_tensor = _tagged_anchor(outs)
 
     consumers = graph.consumers()
     out_names = [o for n in group.nodes for o in n.outputs
@@ -119,6 +119,20 @@ def lower_group(graph: Graph, group: Group, index: int) -> Kernel:
         anchor_attrs=dict(group.anchor.attrs) if group.anchor is not None else {},
         const_args=const_args,
     )
+
+
+def _tagged_anchor(outs: list[te.Tensor]) -> te.Tensor:
+    """The stage tagged "anchor" among an op's output stages and their producers (else outs[0])."""
+    stack, seen = list(outs), set()
+    while stack:
+        t = stack.pop(0)
+        if t.op.name in seen:
+            continue
+        seen.add(t.op.name)
+        if getattr(t.op, "tag", "") == "anchor":
+            return t
+        stack.extend(getattr(t.op, "input_tensors", []))
+    return outs[0]
 
 
 def _find_anchor_block(func: tvm.tirx.PrimFunc, anchor: te.Tensor) -> str | None:

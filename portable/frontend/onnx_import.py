@@ -217,7 +217,7 @@ class _Importer:
             else:
                 info = self.values[i]
                 args.append(te.placeholder(info.shape, info.dtype, name=f"in{idx}"))
-        attrs = Attrs(node.attrs, node.opset, node.describe())
+        attrs = Attrs(node.attrs, node.opset, node.describe(), len(node.outputs))
         try:
             outs = op.compute(args, attrs)
         except PortableError:

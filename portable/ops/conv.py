@@ -127,50 +127,56 @@ def conv(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
 
 @register("ConvTranspose", Pattern.ANCHOR, "conv2d_transpose")
 def conv_transpose(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
-    """ONNX ConvTranspose (2-D, groups, dilations, pads, output_padding, output_shape)."""
+    """ONNX ConvTranspose (1-D/2-D/3-D, groups, dilations, pads, output_padding, output_shape)."""
     x, w = ins[0], ins[1]
     bias = ins[2] if len(ins) > 2 else None
-    if len(x.shape) != 4:
-        raise attrs.fail(f"only 2-D ConvTranspose is supported (X {shape_of(x)})")
-    n, c, h, wd = shape_of(x)
-    cin, ocg, kh, kw = shape_of(w)
+    nd = len(x.shape) - 2
+    if nd < 1 or len(w.shape) != nd + 2:
+        raise attrs.fail(f"X {shape_of(x)} and W {shape_of(w)} must both have rank >= 3 and equal ranks")
+    xs, ws = shape_of(x), shape_of(w)
+    n, c, sizes = xs[0], xs[1], xs[2:]
+    cin, ocg, ks = ws[0], ws[1], ws[2:]
     groups = int(attrs.get("group", 1))
-    if cin != c:
-        raise attrs.fail(f"weight in-channels {cin} != input channels {c}")
-    sh, sw = attrs.get("strides", [1, 1])
-    dh, dw = attrs.get("dilations", [1, 1])
-    opad = attrs.get("output_padding", [0, 0])
-    oc = ocg * groups
-    icg = c // groups
-    full = [(h - 1) * sh + (kh - 1) * dh + 1 + opad[0], (wd - 1) * sw + (kw - 1) * dw + 1 + opad[1]]
-    if "output_shape" in attrs:
-        out_hw = list(attrs.get("output_shape"))[-2:]
-        total = [full[i] - out_hw[i] for i in range(2)]
-        auto = attrs.get("auto_pad", "NOTSET")
-        pads = [((t + 1) // 2, t - (t + 1) // 2) if auto == "SAME_LOWER" else (t // 2, t - t // 2) for t in total]
-    elif attrs.get("auto_pad", "NOTSET") in ("SAME_UPPER", "SAME_LOWER"):
-        out_hw = [h * sh, wd * sw]
-        total = [full[i] - out_hw[i] for i in range(2)]
-        upper = attrs.get("auto_pad") == "SAME_UPPER"
-        pads = [(t // 2, t - t // 2) if upper else (t - t // 2, t // 2) for t in total]
-    else:
-        p = list(attrs.get("pads", [0, 0, 0, 0]))
-        pads = [(p[0], p[2]), (p[1], p[3])]
-        out_hw = [full[0] - p[0] - p[2], full[1] - p[1] - p[3]]
+    if cin != c or c % groups:
+        raise attrs.fail(f"weight in-channels {cin} must equal input channels {c}, divisible by group {groups}")
+    strides = list(attrs.get("strides", [1] * nd))
+    dil = list(attrs.get("dilations", [1] * nd))
+    opad = list(attrs.get("output_padding", [0] * nd))
+    pads, out_sizes = _conv_transpose_pads(attrs, sizes, ks, strides, dil, opad)
+    oc, icg = ocg * groups, c // groups
     rc = te.reduce_axis((0, icg), name="rc")
-    ry = te.reduce_axis((0, kh), name="ry")
-    rx = te.reduce_axis((0, kw), name="rx")
+    rk = [te.reduce_axis((0, k), name=f"rk{i}") for i, k in enumerate(ks)]
 
-    def body(b, o, i, j):  # type: ignore[no-untyped-def]
+    def body(b, o, *sp):  # type: ignore[no-untyped-def]
         g = o // ocg
-        ci = g * icg + rc
-        yy = i + pads[0][0] - ry * dh
-        xx = j + pads[1][0] - rx * dw
-        ok = tirx.all(yy >= 0, xx >= 0, tirx.floormod(yy, sh) == 0, tirx.floormod(xx, sw) == 0,
-                      tirx.floordiv(yy, sh) < h, tirx.floordiv(xx, sw) < wd)
-        v = tirx.if_then_else(ok, x[b, ci, tirx.floordiv(yy, sh) * ok, tirx.floordiv(xx, sw) * ok]
-                              * w[ci, o - g * ocg, ry, rx], const(0, x.dtype))
-        return te.sum(v, axis=[rc, ry, rx])
+        conds, src = [], []
+        for i in range(nd):
+            v = sp[i] + pads[i] - rk[i] * dil[i]
+            conds += [v >= 0, tirx.floormod(v, strides[i]) == 0, tirx.floordiv(v, strides[i]) < sizes[i]]
+            src.append(v)
+        ok = tirx.all(*conds)
+        xi = [tirx.floordiv(v, s) * ok for v, s in zip(src, strides)]
+        v = tirx.if_then_else(ok, x[(b, g * icg + rc, *xi)] * w[(g * icg + rc, o - g * ocg, *rk)],
+                              const(0, x.dtype))
+        return te.sum(v, axis=[rc, *rk])
 
-    y = te.compute((n, oc, out_hw[0], out_hw[1]), body, name="conv_transpose", tag="anchor")
+    y = te.compute((n, oc, *out_sizes), body, name="conv_transpose", tag="anchor")
     return [_bias_add(y, bias)]
+
+
+def _conv_transpose_pads(attrs: Attrs, sizes: Sequence[int], ks: Sequence[int], strides: Sequence[int],
+                         dil: Sequence[int], opad: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Leading pad per spatial axis and output sizes, as the ONNX spec (and its reference) define them."""
+    nd = len(sizes)
+    full = [(sizes[i] - 1) * strides[i] + (ks[i] - 1) * dil[i] + 1 + opad[i] for i in range(nd)]
+    auto = attrs.get("auto_pad", "NOTSET")
+    if "output_shape" in attrs or auto in ("SAME_UPPER", "SAME_LOWER"):
+        if "output_shape" in attrs:
+            out = list(attrs.get("output_shape"))[-nd:]
+        else:
+            out = [sizes[i] * strides[i] for i in range(nd)]
+        total = [full[i] - out[i] for i in range(nd)]
+        lead = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in total]
+        return lead, out
+    p = list(attrs.get("pads", [0] * (2 * nd)))
+    return p[:nd], [full[i] - p[i] - p[i + nd] for i in range(nd)]

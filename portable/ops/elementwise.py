@@ -31,8 +31,14 @@ def elementwise(name: str, fn: Callable[..., Expr], inputs: Sequence[te.Tensor])
     return te.compute(shape, body, name=name, tag="elemwise")
 
 
+def dtype_of(x: Expr) -> str:
+    """dtype of a TIR expression (in TVM 0.27 only tensor loads carry ``.dtype``; others ``.ty``)."""
+    dt = getattr(x, "dtype", None)
+    return str(dt) if dt is not None else str(x.ty.dtype)
+
+
 def _float(x: Expr, v: float) -> Expr:
-    return const(v, x.dtype)
+    return const(v, dtype_of(x))
 
 
 def _unary(op_type: str, fn: Callable[[Expr, Attrs], Expr]) -> None:
@@ -51,7 +57,7 @@ def _binary(op_type: str, fn: Callable[[Expr, Expr], Expr], out_bool: bool = Fal
 
 
 def _is_float(x: Expr) -> bool:
-    return "float" in str(x.dtype)
+    return "float" in dtype_of(x)
 
 
 def _div(a: Expr, b: Expr) -> Expr:
@@ -72,7 +78,7 @@ def _sigmoid(x: Expr) -> Expr:
 def _softplus(x: Expr) -> Expr:
     # log(1 + exp(x)) computed without overflow: max(x, 0) + log1p(exp(-|x|))
     zero = _float(x, 0.0)
-    return te.max(x, zero) + te.log(_float(x, 1.0) + te.exp(-te.abs(x)))
+    return te.max(x, zero) + tirx.log1p(te.exp(-te.abs(x)))
 
 
 _binary("Add", lambda a, b: a + b)
@@ -257,3 +263,181 @@ def _batchnorm_inference(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tens
     if rank < 2:
         raise attrs.fail(f"input X must have rank >= 2, got shape {shape_of(x)}")
     return [te.compute(shape_of(x), body, name="batchnorm", tag="elemwise")]
+
+
+# ---------------------------------------------------------------------- adjoints (reverse-mode rules)
+# Each rule emits graph nodes of registered operators (see portable.autodiff); ``g`` is the output
+# gradient, gradients of broadcast inputs are summed back to the input's shape.
+from ..autodiff.registry import adjoint  # noqa: E402
+
+
+def _x(node):  # type: ignore[no-untyped-def]
+    return node.inputs[0]
+
+
+@adjoint("Add")
+def _add_adj(b, node, g):  # type: ignore[no-untyped-def]
+    return [b.unbroadcast(g[0], node.inputs[0]), b.unbroadcast(g[0], node.inputs[1])]
+
+
+@adjoint("Sub")
+def _sub_adj(b, node, g):  # type: ignore[no-untyped-def]
+    gb = b.unbroadcast(b.neg(g[0]), node.inputs[1]) if b.needs(1) else None
+    return [b.unbroadcast(g[0], node.inputs[0]), gb]
+
+
+@adjoint("Mul")
+def _mul_adj(b, node, g):  # type: ignore[no-untyped-def]
+    x, y = node.inputs[:2]
+    gx = b.unbroadcast(b.mul(g[0], y), x) if b.needs(0) else None
+    gy = b.unbroadcast(b.mul(g[0], x), y) if b.needs(1) else None
+    return [gx, gy]
+
+
+@adjoint("Div")
+def _div_adj(b, node, g):  # type: ignore[no-untyped-def]
+    x, y = node.inputs[:2]
+    gx = b.unbroadcast(b.op("Div", g[0], y), x) if b.needs(0) else None
+    gy = b.unbroadcast(b.neg(b.op("Div", b.mul(g[0], node.outputs[0]), y)), y) if b.needs(1) else None
+    return [gx, gy]
+
+
+@adjoint("Pow")
+def _pow_adj(b, node, g):  # type: ignore[no-untyped-def]
+    x, y = node.inputs[:2]
+    gx = gy = None
+    if b.needs(0):
+        ym1 = b.op("Sub", y, b.scalar(1.0, y))
+        gx = b.unbroadcast(b.mul(g[0], b.mul(y, b.op("Pow", x, ym1))), x)
+    if b.needs(1):
+        gy = b.unbroadcast(b.mul(g[0], b.mul(node.outputs[0], b.op("Log", x))), y)
+    return [gx, gy]
+
+
+def _unary_adj(op_type: str, rule) -> None:  # type: ignore[no-untyped-def]
+    @adjoint(op_type)
+    def fn(b, node, g):  # type: ignore[no-untyped-def]
+        return [rule(b, node, g[0], _x(node), node.outputs[0])]
+
+
+def _where_neg(b, x, if_neg: str, otherwise: str, cmp: str = "lt", thr: float = 0.0):  # type: ignore[no-untyped-def]
+    return b.op("Select", x, b.scalar(thr, x), if_neg, otherwise, cmp=cmp)
+
+
+_unary_adj("Neg", lambda b, n, g, x, y: b.neg(g))
+_unary_adj("Abs", lambda b, n, g, x, y: b.mul(g, b.op("Sign", x)))
+_unary_adj("Sqrt", lambda b, n, g, x, y: b.op("Div", b.scale(g, 0.5), y))
+_unary_adj("Exp", lambda b, n, g, x, y: b.mul(g, y))
+_unary_adj("Log", lambda b, n, g, x, y: b.op("Div", g, x))
+_unary_adj("Reciprocal", lambda b, n, g, x, y: b.neg(b.mul(g, b.mul(y, y))))
+_unary_adj("Sin", lambda b, n, g, x, y: b.mul(g, b.op("Cos", x)))
+_unary_adj("Cos", lambda b, n, g, x, y: b.neg(b.mul(g, b.op("Sin", x))))
+_unary_adj("Tanh", lambda b, n, g, x, y: b.mul(g, b.op("Sub", b.scalar(1.0, y), b.mul(y, y))))
+_unary_adj("Sigmoid", lambda b, n, g, x, y: b.mul(g, b.mul(y, b.op("Sub", b.scalar(1.0, y), y))))
+_unary_adj("Relu", lambda b, n, g, x, y: b.op("Select", x, b.scalar(0.0, x), g, b.scalar(0.0, g), cmp="gt"))
+_unary_adj("Softplus", lambda b, n, g, x, y: b.mul(g, b.op("Sigmoid", x)))
+_unary_adj("Softsign", lambda b, n, g, x, y: b.op("Div", g, b.op("Pow", b.op("Add", b.scalar(1.0, x), b.op(
+    "Abs", x)), b.scalar(2.0, x))))
+_unary_adj("LeakyRelu", lambda b, n, g, x, y: _where_neg(b, x, b.scale(g, n.attrs.get("alpha", 0.01)), g))
+_unary_adj("Elu", lambda b, n, g, x, y: _where_neg(
+    b, x, b.mul(g, b.op("Add", y, b.scalar(n.attrs.get("alpha", 1.0), y))), g))
+_unary_adj("Selu", lambda b, n, g, x, y: _where_neg(
+    b, x, b.mul(b.scale(g, n.attrs.get("gamma", 1.0507009873554805) * n.attrs.get("alpha", 1.6732632423543772)),
+                b.op("Exp", x)), b.scale(g, n.attrs.get("gamma", 1.0507009873554805)), cmp="le"))
+_unary_adj("Erf", lambda b, n, g, x, y: b.mul(b.scale(g, 2.0 / math.sqrt(math.pi)),
+                                              b.op("Exp", b.neg(b.mul(x, x)))))
+_unary_adj("ThresholdedRelu", lambda b, n, g, x, y: _where_neg(
+    b, x, g, b.scalar(0.0, g), cmp="gt", thr=n.attrs.get("alpha", 1.0)))
+
+
+def _hard_sigmoid_adj(b, n, g, x, y):  # type: ignore[no-untyped-def]
+    alpha, beta = n.attrs.get("alpha", 0.2), n.attrs.get("beta", 0.5)
+    lin = b.op("Add", b.scale(x, alpha), b.scalar(beta, x))
+    inner = b.op("Select", lin, b.scalar(1.0, x), b.scalar(0.0, g), b.scale(g, alpha), cmp="ge")
+    return b.op("Select", lin, b.scalar(0.0, x), b.scalar(0.0, g), inner, cmp="le")
+
+
+_unary_adj("HardSigmoid", _hard_sigmoid_adj)
+
+
+def _gelu_adj(b, n, g, x, y):  # type: ignore[no-untyped-def]
+    if n.attrs.get("approximate", "none") == "tanh":
+        c = math.sqrt(2 / math.pi)
+        x2 = b.mul(x, x)
+        inner = b.scale(b.op("Add", x, b.scale(b.mul(x2, x), 0.044715)), c)
+        t = b.op("Tanh", inner)
+        one = b.scalar(1.0, x)
+        dinner = b.scale(b.op("Add", one, b.scale(x2, 3 * 0.044715)), c)
+        d = b.op("Add", b.scale(b.op("Add", one, t), 0.5),
+                 b.mul(b.scale(x, 0.5), b.mul(b.op("Sub", one, b.mul(t, t)), dinner)))
+        return b.mul(g, d)
+    cdf = b.scale(b.op("Add", b.scalar(1.0, x), b.op("Erf", b.scale(x, 1 / math.sqrt(2)))), 0.5)
+    pdf = b.scale(b.op("Exp", b.scale(b.mul(x, x), -0.5)), 1 / math.sqrt(2 * math.pi))
+    return b.mul(g, b.op("Add", cdf, b.mul(x, pdf)))
+
+
+_unary_adj("Gelu", _gelu_adj)
+
+
+@adjoint("Clip", nondiff=(1, 2))
+def _clip_adj(b, node, g):  # type: ignore[no-untyped-def]
+    x, gx = node.inputs[0], g[0]
+    zero = b.scalar(0.0, gx)
+    if node.opset < 11:
+        lo, hi = node.attrs.get("min"), node.attrs.get("max")
+        lo = b.scalar(lo, x) if lo is not None else None
+        hi = b.scalar(hi, x) if hi is not None else None
+    else:
+        lo = node.inputs[1] if len(node.inputs) > 1 and node.inputs[1] else None
+        hi = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    if lo is not None:
+        gx = b.op("Select", x, lo, zero, gx, cmp="lt")
+    if hi is not None:
+        gx = b.op("Select", x, hi, zero, gx, cmp="gt")
+    return [gx]
+
+
+@adjoint("PRelu")
+def _prelu_adj(b, node, g):  # type: ignore[no-untyped-def]
+    x, s = node.inputs[:2]
+    zero = b.scalar(0.0, x)
+    gx = b.op("Select", x, zero, b.mul(g[0], s), g[0], cmp="lt") if b.needs(0) else None
+    gs = b.unbroadcast(b.op("Select", x, zero, b.mul(g[0], x), zero, cmp="lt"), s) if b.needs(1) else None
+    return [gx, gs]
+
+
+@adjoint(["Sum", "Mean"])
+def _sum_adj(b, node, g):  # type: ignore[no-untyped-def]
+    live = [i for i in node.inputs if i]
+    gg = g[0] if node.op == "Sum" else b.scale(g[0], 1.0 / len(live))
+    return [b.unbroadcast(gg, i) if i else None for i in node.inputs]
+
+
+@adjoint(["Max", "Min"])
+def _minmax_adj(b, node, g):  # type: ignore[no-untyped-def]
+    y, zero = node.outputs[0], b.scalar(0.0, g[0])
+    return [b.unbroadcast(b.op("Select", i, y, g[0], zero, cmp="eq"), i) if i else None for i in node.inputs]
+
+
+@adjoint("Where", nondiff=(0,))
+def _where_adj(b, node, g):  # type: ignore[no-untyped-def]
+    c, x, y = node.inputs[:3]
+    zero = b.scalar(0.0, g[0])
+    gx = b.unbroadcast(b.op("Where", c, g[0], zero), x) if b.needs(1) else None
+    gy = b.unbroadcast(b.op("Where", c, zero, g[0]), y) if b.needs(2) else None
+    return [None, gx, gy]
+
+
+@adjoint(["Cast", "CastLike"], nondiff=(1,))
+def _cast_adj(b, node, g):  # type: ignore[no-untyped-def]
+    x = node.inputs[0]
+    if "float" not in b.dtype(x) or "float" not in b.dtype(g[0]):
+        return [None]
+    if b.dtype(x) == b.dtype(g[0]):
+        return [g[0]]
+    return [b.op("CastLike", g[0], x)]
+
+
+@adjoint(["Floor", "Ceil", "Round", "Sign"])
+def _zero_adj(b, node, g):  # type: ignore[no-untyped-def]
+    return [None]

@@ -31,10 +31,12 @@ class Pattern(enum.IntEnum):
 class Attrs:
     """Node attributes plus context (opset, node description) handed to a compute."""
 
-    def __init__(self, attrs: dict[str, Any], opset: int, node_desc: str):
+    def __init__(self, attrs: dict[str, Any], opset: int, node_desc: str, n_outputs: int | None = None):
         self._attrs = attrs
         self.opset = opset
         self.node_desc = node_desc
+        #: number of outputs the node declares (Split without sizes divides by it); None if unknown
+        self.n_outputs = n_outputs
 
     def get(self, name: str, default: Any = None) -> Any:
         """Attribute value or ``default``."""

@@ -52,6 +52,14 @@ class Plan:
         return cls(**data)
 
 
+def _dense(arr: np.ndarray) -> np.ndarray:
+    """C-contiguous, aligned copy of ``arr`` if it is not already; keeps 0-d arrays 0-d.
+
+    (``np.ascontiguousarray`` turns a 0-d array into shape (1,), which TVM then rejects.)
+    """
+    return np.require(arr, requirements=["C", "A"])
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, (np.integer,)):
         return int(o)
@@ -103,7 +111,7 @@ class Executable:
         dev = tvm.cpu(0)
         tensors: dict[str, Any] = {}
         for name, arr in self.constants.items():
-            tensors[name] = tvm.runtime.tensor(np.ascontiguousarray(arr), dev)
+            tensors[name] = tvm.runtime.tensor(_dense(arr), dev)
         slot_size: dict[int, int] = {}
         for v, s in self.plan.slots.items():
             info = self.plan.values[v]
@@ -148,7 +156,7 @@ class Executable:
                 raise InputError(f"input {name!r}: expected dtype {want_dtype}, got {arr.dtype}")
             if tuple(arr.shape) != want_shape:
                 raise InputError(f"input {name!r}: expected shape {want_shape}, got {tuple(arr.shape)}")
-            self._tensors[name].copyfrom(np.ascontiguousarray(arr))
+            self._tensors[name].copyfrom(_dense(arr))
 
     def run(self, *args: Any, **kwargs: Any) -> list[np.ndarray]:
         """Run the model. Inputs positionally (graph order), as a dict, or by name; returns numpy outputs."""

@@ -1,1 +1,157 @@
+"""x86 templates for 2-D convolution (NCHW data, OIHW weights) with fused epilogues.
 
+Dense and grouped convolutions (``conv2d``): the output is computed in ``oc_block x ow_block``
+register tiles. ``oc_block`` is a multiple of the SIMD width (16 fp32 lanes on AVX-512, 8 on
+AVX2) so one weight vector covers it; each (input channel, ky, kx) step does one contiguous
+weight-vector load, ``ow_block`` scalar broadcasts of the input row and ``ow_block`` FMAs.
+``ow_block`` <= 14 keeps ``ow_block * oc_block / lanes`` accumulators inside the 32 zmm (16 ymm on
+AVX2) register file with room for the weight vector. Constant weights are re-laid out once at
+compile time as ``[OC/oc_block, IC, KH, KW, oc_block]`` (the NCHWc weight packing), so the weight
+stream is sequential; the per-tile accumulator is laid out ``[ow, oc]`` so it vectorises along oc.
+Padding is materialised once per call by its own parallel loop (keeping bounds checks out of the
+inner loop), unless ``inline_pad`` folds it into the reduction.
+
+Depthwise convolutions (``groups == channels``) have no channel reduction to share a broadcast
+across, so they vectorise along the output width instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tvm.s_tir import Schedule
+from tvm.s_tir.schedule import ScheduleError
+
+from ..common import block_name, blocks, divisors, inline_all, loop_extent, output_blocks
+from ..registry import ScheduleContext, Template, register_template
+from .generic import GenericX86
+
+
+def _conv_dims(sch: Schedule, ctx: ScheduleContext) -> dict[str, int]:
+    blk = sch.get_sblock(ctx.anchor_block)
+    ext = [loop_extent(sch, lp) for lp in sch.get_loops(blk)]
+    n, oc, oh, ow, icg, kh, kw = ext
+    groups = int(ctx.anchor_attrs.get("group", 1))
+    return {"n": n, "oc": oc, "oh": oh, "ow": ow, "icg": icg, "kh": kh, "kw": kw, "groups": groups,
+            "ocg": oc // groups}
+
+
+def _is_depthwise(d: dict[str, int]) -> bool:
+    return d["groups"] > 1 and d["icg"] == 1 and d["ocg"] == 1
+
+
+def _oc_blocks(ocg: int, lanes: int) -> list[int]:
+    mult = [lanes * m for m in (1, 2) if ocg % (lanes * m) == 0]
+    if mult:
+        return mult
+    return sorted([d for d in divisors(ocg, lanes) if d >= 4], reverse=True)[:2] or [max(divisors(ocg, lanes))]
+
+
+def _ow_blocks(ow: int, limit: int) -> list[int]:
+    cands = sorted([d for d in divisors(ow, limit)], reverse=True)
+    return cands[:4] or [1]
+
+
+def _output_block(sch: Schedule, ctx: ScheduleContext, conv: Any) -> Any | None:
+    outs = output_blocks(sch)
+    if len(outs) != 1:
+        return None
+    out = sch.cache_write(conv, 0, "global") if block_name(sch, outs[0]) == ctx.anchor_block else outs[0]
+    o_ext = [loop_extent(sch, lp) for lp in sch.get_loops(out)]
+    c_ext = [loop_extent(sch, lp) for lp in sch.get_loops(conv)][:4]
+    return out if o_ext == c_ext else None
+
+
+def _param_index(sch: Schedule, blk: Any, read_idx: int) -> int | None:
+    buf = sch.get(blk).reads[read_idx].source
+    return next((i for i, p in enumerate(sch.mod["main"].params) if p.same_as(buf)), None)
+
+
+def _schedule_pad(sch: Schedule, ctx: ScheduleContext) -> None:
+    """Materialised padding: parallel over (n, c), vectorised along the row."""
+    for blk in blocks(sch):
+        if block_name(sch, blk).startswith("pad"):
+            loops = sch.get_loops(blk)
+            sch.parallel(sch.fuse(*loops[:2]))
+            if loop_extent(sch, loops[-1]) >= ctx.lanes:
+                _, vi = sch.split(loops[-1], [None, ctx.lanes])
+                sch.vectorize(vi)
+
+
+class Conv2dX86(Template):
+    """NCHW direct convolution, register-tiled over (oc, ow), packed constant weights."""
+
+    family = "conv2d"
+    target_family = "x86"
+
+    def space(self, sch: Schedule, ctx: ScheduleContext) -> dict[str, list[Any]]:
+        """oc_block, ow_block, inline_pad (depthwise: ow_block, inline_pad)."""
+        d = _conv_dims(sch, ctx)
+        if _is_depthwise(d):
+            return {"ow_block": _ow_blocks(d["ow"], 2 * ctx.lanes), "inline_pad": [False, True]}
+        limit = 14 if ctx.lanes >= 16 else 6
+        return {"oc_block": _oc_blocks(d["ocg"], ctx.lanes), "ow_block": _ow_blocks(d["ow"], limit),
+                "inline_pad": [False, True]}
+
+    def apply(self, sch: Schedule, ctx: ScheduleContext, knobs: dict[str, Any]) -> None:
+        """See module docstring."""
+        d = _conv_dims(sch, ctx)
+        keep = {ctx.anchor_block}
+        if not knobs["inline_pad"]:
+            keep |= {block_name(sch, b) for b in blocks(sch) if block_name(sch, b).startswith("pad")}
+        inline_all(sch, keep=keep)
+        conv = sch.get_sblock(ctx.anchor_block)
+        out = _output_block(sch, ctx, conv)
+        if out is None:
+            return GenericX86().apply(sch, ctx, GenericX86().defaults(sch, ctx))
+        if _is_depthwise(d):
+            self._depthwise(sch, ctx, conv, out, knobs)
+        else:
+            self._dense(sch, ctx, conv, out, knobs)
+        if not knobs["inline_pad"]:
+            _schedule_pad(sch, ctx)
+
+    def _dense(self, sch: Schedule, ctx: ScheduleContext, conv: Any, out: Any, knobs: dict[str, Any]) -> None:
+        ocb, owb = knobs["oc_block"], knobs["ow_block"]
+        w_idx = _param_index(sch, conv, 1)
+        if w_idx is not None and w_idx in ctx.const_params:
+            def w_map(o, i, h, w):  # type: ignore[no-untyped-def]
+                return (o // ocb, i, h, w, o % ocb)
+            try:
+                sch.transform_layout(conv, ("read", 1), w_map)
+                from tvm.tirx import IndexMap
+
+                ctx.layout_rewrites[w_idx] = IndexMap.from_func(w_map)
+            except ScheduleError:
+                pass
+        n, oc, oh, ow = sch.get_loops(out)
+        oco, oci = sch.split(oc, [None, ocb])
+        owo, owi = sch.split(ow, [None, owb])
+        sch.reorder(n, oco, oh, owo, owi, oci)
+        sch.parallel(sch.fuse(n, oco, oh))
+        sch.compute_at(conv, owo, preserve_unit_loops=True)
+        sch.transform_layout(conv, ("write", 0), lambda b, c, h, w: (b, c // ocb, h, w, c % ocb))
+        sch.set_scope(conv, 0, "local")  # the tile's accumulators: registers once fully unrolled
+        sch.unroll(owi)
+        c_oc, c_oh, c_ow, rc, ry, rx = sch.get_loops(conv)[-6:]
+        sch.reorder(rc, ry, rx, c_oh, c_ow, c_oc)
+        sch.unroll(c_ow)
+        sch.vectorize(c_oc)
+        sch.decompose_reduction(conv, rc)
+        sch.vectorize(oci)
+
+    def _depthwise(self, sch: Schedule, ctx: ScheduleContext, conv: Any, out: Any, knobs: dict[str, Any]) -> None:
+        owb = knobs["ow_block"]
+        n, oc, oh, ow = sch.get_loops(out)
+        owo, owi = sch.split(ow, [None, owb])
+        sch.parallel(sch.fuse(n, oc, oh))
+        sch.compute_at(conv, owo, preserve_unit_loops=True)
+        c_oc, c_oh, c_ow, rc, ry, rx = sch.get_loops(conv)[-6:]
+        sch.reorder(rc, ry, rx, c_oc, c_oh, c_ow)
+        sch.set_scope(conv, 0, "local")
+        sch.vectorize(c_ow)
+        sch.decompose_reduction(conv, rc)
+        sch.vectorize(owi)
+
+
+register_template(Conv2dX86())

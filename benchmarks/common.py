@@ -1,0 +1,204 @@
+"""Shared benchmark helpers: thread setup, interleaved timing, machine info, JSON and plot writers.
+
+Fairness rules every benchmark here follows:
+* all competitors run in the same process, in the same run, with the same thread count
+  (``set_threads`` must be called before tvm/onnxruntime create their thread pools);
+* each engine is warmed up first, then the engines are timed *interleaved* (one call of each in turn),
+  so a burst of load from other jobs on the machine hits every engine alike;
+* statistics are the median with p10/p90 of the repeats, never the mean.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+
+def default_threads() -> int:
+    """Cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def set_threads(n: int) -> None:
+    """Fix the thread count for TVM (and OpenMP-based libraries); call before importing tvm/portable.
+
+    onnxruntime takes its count from ``SessionOptions.intra_op_num_threads`` (see ``ort_session``).
+    """
+    os.environ["TVM_NUM_THREADS"] = str(n)
+    os.environ["OMP_NUM_THREADS"] = str(n)
+
+
+@dataclass
+class Timing:
+    """Summary of repeated wall-clock measurements, in milliseconds."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    min_ms: float
+    repeats: int
+
+    @classmethod
+    def from_seconds(cls, samples: Sequence[float]) -> "Timing":
+        """Summarise samples given in seconds."""
+        ms = np.asarray(samples, dtype=np.float64) * 1e3
+        return cls(float(np.median(ms)), float(np.percentile(ms, 10)), float(np.percentile(ms, 90)),
+                   float(ms.min()), int(ms.size))
+
+    def to_dict(self) -> dict[str, float | int]:
+        """Plain dict for JSON."""
+        return asdict(self)
+
+
+def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeat: int | Mapping[str, int],
+                     warmup: int | Mapping[str, int] = 3) -> dict[str, Timing]:
+    """Time every callable ``repeat`` times after ``warmup`` calls, interleaving them round-robin.
+
+    ``repeat``/``warmup`` may be per-name mappings (e.g. fewer repeats for a slow engine); an engine
+    whose repeats are done simply drops out of later rounds.
+    """
+    reps = {k: int(repeat[k] if isinstance(repeat, Mapping) else repeat) for k in fns}
+    warm = {k: int(warmup[k] if isinstance(warmup, Mapping) else warmup) for k in fns}
+    for name, fn in fns.items():
+        for _ in range(warm[name]):
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for i in range(max(reps.values(), default=0)):
+        for name, fn in fns.items():
+            if i < reps[name]:
+                t0 = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - t0)
+    return {k: Timing.from_seconds(v) for k, v in samples.items() if v}
+
+
+def compare_outputs(got: Sequence[np.ndarray], ref: Sequence[np.ndarray]) -> dict[str, Any]:
+    """Max absolute error and max error relative to the largest |ref| value, over all outputs.
+
+    Raises ValueError when the number of outputs or a shape differs.
+    """
+    if len(got) != len(ref):
+        raise ValueError(f"{len(got)} outputs, onnxruntime gives {len(ref)}")
+    max_abs, max_rel = 0.0, 0.0
+    for i, (g, r) in enumerate(zip(got, ref)):
+        g = np.asarray(g)
+        r = np.asarray(r)
+        if g.shape != r.shape:
+            raise ValueError(f"output {i} has shape {g.shape}, onnxruntime gives {r.shape}")
+        if g.size == 0:
+            continue
+        err = float(np.max(np.abs(g.astype(np.float64) - r.astype(np.float64))))
+        scale = float(np.max(np.abs(r.astype(np.float64))))
+        max_abs = max(max_abs, err)
+        max_rel = max(max_rel, err / scale if scale > 0 else err)
+    finite = all(bool(np.all(np.isfinite(np.asarray(g)))) for g in got)
+    return {"max_abs_err": max_abs, "max_rel_err": max_rel, "finite": finite}
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(module: str) -> str | None:
+    try:
+        mod = __import__(module)
+    except Exception:
+        return None
+    return str(getattr(mod, "__version__", "?"))
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    """CPU model, core count, thread setting, load average and library versions."""
+    try:
+        load = list(os.getloadavg())
+    except OSError:  # pragma: no cover
+        load = None
+    return {
+        "cpu_model": _cpu_model(),
+        "cores": default_threads(),
+        "threads": threads,
+        "machine": platform.machine(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "load_avg_start": load,
+        "versions": {m: _version(m) for m in ("numpy", "onnx", "onnxruntime", "tvm", "portable")},
+    }
+
+
+def write_json(path: str, data: Any) -> None:
+    """Write ``data`` as indented JSON, creating the folder; numpy scalars become numbers."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+    def default(o: Any) -> Any:
+        if isinstance(o, np.generic):
+            return o.item()
+        return str(o)
+
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2, default=default)
+        f.write("\n")
+
+
+def plot_ratios(path: str, ratios: Mapping[str, Mapping[str, float | None]], title: str,
+                ylabel: str = "time / onnxruntime time (lower is better)") -> None:
+    """Grouped bar chart (log y axis) of per-model ratios, one bar per series; missing values are skipped.
+
+    ``ratios`` maps model name -> {series name (e.g. "portable/ort") -> ratio or None}.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(ratios)
+    series = sorted({s for r in ratios.values() for s in r})
+    width = 0.8 / max(len(series), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(models) + 2), 4.5))
+    for i, s in enumerate(series):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j, m in enumerate(models) if ratios[m].get(s)]
+        ys = [ratios[m][s] for m in models if ratios[m].get(s)]
+        bars = ax.bar(xs, ys, width, label=s, color=f"C{i}")
+        ax.bar_label(bars, labels=[f"{y:.2f}" for y in ys], fontsize=7, padding=1)
+        for j, m in enumerate(models):
+            if not ratios[m].get(s):  # failed or not run: mark the empty slot
+                x = j + (i - (len(series) - 1) / 2) * width
+                ax.text(x, 1.0, "n/a", color=f"C{i}", ha="center", va="bottom", fontsize=7, rotation=90)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_xlim(-0.6, len(models) - 0.4)
+    ax.set_xticks(range(len(models)))
+    ax.set_xticklabels(models, rotation=30, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    if series:
+        ax.legend()
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Left-aligned plain-text table."""
+    cells = [[str(h) for h in header]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

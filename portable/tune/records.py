@@ -1,0 +1,418 @@
+"""Tuning logs: one JSON line per measured candidate, and the knob lookup the compiler uses.
+
+A record names the kernel (``workload``: the structural hash of its unscheduled PrimFunc, see
+``portable.compiler.build.workload_key``), its template ``family``, the ``target`` key, the knob
+values, the measured median/std seconds, whether the candidate's output matched the reference
+(``verified``) or why it failed (``error``), and the kernel's parameter shapes (``shape``), which
+let a tuned shape's knobs be transferred to a nearby untuned shape of the same family.
+
+Logs are read from the repository's ``tuning_logs/*.jsonl`` (shipped with portable) and from the
+user's directory (``PORTABLE_TUNING_DIR``, default ``~/.cache/portable/tuning_logs``). Appends are
+atomic per line (one ``os.write`` on an ``O_APPEND`` descriptor, then ``fsync``), so concurrent
+tuners never interleave records; a last line cut short by a crash is skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable
+
+LOG_VERSION = 1
+
+_REPO_LOG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                             "tuning_logs")
+
+
+@dataclass
+class Record:
+    """One measured candidate of one kernel on one target."""
+
+    workload: str
+    family: str
+    target: str
+    knobs: dict[str, Any]
+    median_s: float | None = None
+    std_s: float | None = None
+    verified: bool = False
+    error: str | None = None
+    shape: list[list[int]] = field(default_factory=list)
+    dtypes: list[str] = field(default_factory=list)
+    task: str = ""
+    portable: str = ""
+    tvm: str = ""
+    timestamp: float = 0.0
+    v: int = LOG_VERSION
+
+    @property
+    def ok(self) -> bool:
+        """True if the candidate ran, matched the reference and has a time."""
+        return self.verified and self.error is None and self.median_s is not None and self.median_s > 0
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(workload, target): records with the same key are alternatives for the same kernel."""
+        return self.workload, self.target
+
+    def to_json(self) -> str:
+        """One line of JSON (no newline)."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"), default=_json_default)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Record":
+        """Build a record from a parsed JSON object, ignoring unknown fields."""
+        names = set(cls.__dataclass_fields__)
+        missing = {"workload", "family", "target", "knobs"} - set(data)
+        if missing:
+            raise ValueError(f"record lacks field(s) {sorted(missing)}")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    return str(obj)
+
+
+def knob_id(knobs: dict[str, Any]) -> str:
+    """Canonical text of a knob assignment (tuples and lists compare equal)."""
+    return json.dumps(knobs, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def versions() -> tuple[str, str]:
+    """(portable version, TVM version) stamped into new records."""
+    from .. import __version__
+
+    try:
+        import tvm
+
+        tvm_version = str(tvm.__version__)
+    except Exception:  # pragma: no cover - tvm is a hard dependency
+        tvm_version = "?"
+    return __version__, tvm_version
+
+
+def make_record(workload: str, family: str, target: str, knobs: dict[str, Any], **fields: Any) -> Record:
+    """A record stamped with the current versions and time."""
+    pv, tv = versions()
+    return Record(workload=workload, family=family, target=target, knobs=dict(knobs), portable=pv, tvm=tv,
+                  timestamp=time.time(), **fields)
+
+
+# ----------------------------------------------------------------------------------------------- files
+
+
+def append_record(path: str, record: Record) -> None:
+    """Append one record as a single atomic write on an O_APPEND descriptor, then fsync."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    line = (record.to_json() + "\n").encode()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line  # a previous writer died mid-line: never glue onto its fragment
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def append_records(path: str, records: Iterable[Record]) -> None:
+    """Append several records (each one atomic)."""
+    for r in records:
+        append_record(path, r)
+
+
+def load_records(path: str) -> list[Record]:
+    """Read a log; truncated or garbled lines are skipped with a warning naming file and line."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return []
+    lines = data.split(b"\n")
+    out: list[Record] = []
+    last = max((i for i, ln in enumerate(lines) if ln.strip()), default=-1)
+    for i, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        try:
+            out.append(Record.from_dict(json.loads(raw)))
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            what = "truncated last line" if i == last else "garbled line"
+            warnings.warn(f"tuning log {path}:{i + 1}: skipping {what} ({exc})", stacklevel=2)
+    return out
+
+
+def write_records(path: str, records: Iterable[Record]) -> None:
+    """Replace ``path`` with ``records`` atomically (temporary file, fsync, rename)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".jsonl", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            for r in records:
+                f.write(r.to_json() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def user_log_dir() -> str:
+    """The user's tuning-log directory (PORTABLE_TUNING_DIR, default ~/.cache/portable/tuning_logs)."""
+    return os.environ.get("PORTABLE_TUNING_DIR",
+                          os.path.join(os.path.expanduser("~"), ".cache", "portable", "tuning_logs"))
+
+
+def default_user_log() -> str:
+    """File new tuning records go to unless a log is named."""
+    return os.path.join(user_log_dir(), "tuning.jsonl")
+
+
+def log_dirs() -> list[str]:
+    """Directories whose ``*.jsonl`` files the compiler reads: the shipped logs, then the user's."""
+    return [_REPO_LOG_DIR, user_log_dir()]
+
+
+def log_files(dirs: Iterable[str] | None = None) -> list[str]:
+    """Every ``*.jsonl`` file in the log directories, sorted."""
+    files = []
+    for d in (log_dirs() if dirs is None else dirs):
+        if os.path.isdir(d):
+            files += sorted(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".jsonl"))
+    return files
+
+
+def load_all(paths: Iterable[str] | None = None) -> list[Record]:
+    """Records of every given log file (default: all log directories)."""
+    out: list[Record] = []
+    for p in (log_files() if paths is None else paths):
+        out += load_records(p)
+    return out
+
+
+_digest_cache: dict[tuple[str, int, int], bytes] = {}
+
+
+def logs_digest(paths: Iterable[str] | None = None) -> bytes:
+    """Digest of the content of every log file; changes whenever a log changes (keys the compile cache)."""
+    h = hashlib.sha256()
+    for p in (log_files() if paths is None else paths):
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        key = (p, st.st_size, st.st_mtime_ns)
+        digest = _digest_cache.get(key)
+        if digest is None:
+            with open(p, "rb") as f:
+                digest = hashlib.sha256(f.read()).digest()
+            _digest_cache[key] = digest
+        h.update(p.encode() + b"\0" + digest)
+    return h.digest()
+
+
+# --------------------------------------------------------------------------------------- operations
+
+
+def best(records: Iterable[Record]) -> dict[tuple[str, str], Record]:
+    """Fastest verified record per (workload, target)."""
+    out: dict[tuple[str, str], Record] = {}
+    for r in records:
+        if not r.ok:
+            continue
+        cur = out.get(r.key)
+        if cur is None or r.median_s < cur.median_s:  # type: ignore[operator]
+            out[r.key] = r
+    return out
+
+
+def merge(paths: Iterable[str], out: str) -> int:
+    """Union of several logs written to ``out`` (exact duplicates dropped); returns the record count."""
+    seen: set[str] = set()
+    merged: list[Record] = []
+    for p in paths:
+        for r in load_records(p):
+            text = r.to_json()
+            if text not in seen:
+                seen.add(text)
+                merged.append(r)
+    merged.sort(key=lambda r: r.timestamp)
+    write_records(out, merged)
+    return len(merged)
+
+
+def prune(path: str, keep: int = 1, out: str | None = None) -> int:
+    """Keep the best ``keep`` verified records per (workload, target); returns the record count."""
+    groups: dict[tuple[str, str], list[Record]] = {}
+    for r in load_records(path):
+        if r.ok:
+            groups.setdefault(r.key, []).append(r)
+    kept: list[Record] = []
+    for recs in groups.values():
+        kept += sorted(recs, key=lambda r: r.median_s)[:keep]  # type: ignore[arg-type, return-value]
+    kept.sort(key=lambda r: (r.family, r.workload, r.target, r.median_s))
+    write_records(out or path, kept)
+    return len(kept)
+
+
+def show(records: Iterable[Record], best_only: bool = False) -> str:
+    """A text table of records (or of the best record per kernel)."""
+    recs = list(best(records).values()) if best_only else list(records)
+    rows = ["family     workload          target                      time(ms)   std(ms)  ok  knobs"]
+    for r in sorted(recs, key=lambda r: (r.family, r.task, r.workload, r.median_s or math.inf)):
+        t = f"{r.median_s * 1e3:9.4f}" if r.median_s else "        -"
+        s = f"{r.std_s * 1e3:9.4f}" if r.std_s is not None else "        -"
+        status = "yes" if r.ok else ("ERR" if r.error else "no ")
+        extra = f"  [{r.error[:60]}]" if r.error else ""
+        rows.append(f"{r.family:10s} {r.workload:16s}  {r.target:26s} {t} {s}  {status} "
+                    f"{knob_id(r.knobs)}{extra}")
+    return "\n".join(rows)
+
+
+# ------------------------------------------------------------------------------------- knob lookup
+
+
+def _normalise(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v) for v in value]
+    return value
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    return _normalise(a) == _normalise(b)
+
+
+def match_space(knobs: dict[str, Any], space: dict[str, list[Any]]) -> dict[str, Any] | None:
+    """``knobs`` expressed with the space's own values, or None if any knob is not a point of it."""
+    out: dict[str, Any] = {}
+    for name, value in knobs.items():
+        found = [c for c in space.get(name, []) if _same_value(c, value)]
+        if not found:
+            return None
+        out[name] = found[0]
+    return out
+
+
+def shape_distance(a: list[list[int]], b: list[list[int]]) -> float:
+    """Log-scale distance between two kernels' parameter shapes (inf if their ranks differ)."""
+    if len(a) != len(b) or any(len(x) != len(y) for x, y in zip(a, b)):
+        return math.inf
+    return sum(abs(math.log2(max(x, 1)) - math.log2(max(y, 1))) for sa, sb in zip(a, b) for x, y in zip(sa, sb))
+
+
+def func_signature(func: Any) -> tuple[list[list[int]], list[str]]:
+    """Parameter shapes and dtypes of a PrimFunc (inputs, then outputs)."""
+    shapes, dtypes = [], []
+    for p in func.params:
+        buf = func.buffer_map[p] if hasattr(func, "buffer_map") else p  # 0.27: params are buffers
+        shapes.append([int(d) for d in buf.shape])
+        dtypes.append(str(buf.dtype))
+    return shapes, dtypes
+
+
+class TuningDatabase:
+    """Index of log records: best record per kernel, and tuned shapes per (family, target)."""
+
+    def __init__(self, records: Iterable[Record]):
+        """Index ``records`` (failed and unverified ones are ignored)."""
+        self.best = best(records)
+        self.by_family: dict[tuple[str, str], list[Record]] = {}
+        for r in self.best.values():
+            self.by_family.setdefault((r.family, r.target), []).append(r)
+
+    def exact(self, workload: str, target: str) -> Record | None:
+        """Best verified record of exactly this kernel on this target."""
+        return self.best.get((workload, target))
+
+    def transfer(self, family: str, target: str, shape: list[list[int]], dtypes: list[str],
+                 space: dict[str, list[Any]]) -> tuple[Record, dict[str, Any]] | None:
+        """Nearest tuned shape of the same family and target whose knobs are all valid here."""
+        cands = []
+        for r in self.by_family.get((family, target), []):
+            if r.dtypes and dtypes and r.dtypes != dtypes:
+                continue
+            d = shape_distance(r.shape, shape)
+            if math.isfinite(d):
+                cands.append((d, r.median_s, r))
+        for _, _, r in sorted(cands, key=lambda c: (c[0], c[1])):
+            knobs = match_space(r.knobs, space)
+            if knobs is not None:
+                return r, knobs
+        return None
+
+    def lookup(self, kernel: Any, target: Any) -> dict[str, Any] | None:
+        """Knobs for a ``portable.compiler.lower.Kernel`` on a ``TargetInfo``: exact, transferred or None."""
+        from ..compiler.build import workload_key
+
+        rec = self.exact(workload_key(kernel.func), target.key)
+        if rec is None and not self.by_family.get((kernel.family, target.key)):
+            return None
+        space = kernel_space(kernel, target)
+        if rec is not None:
+            knobs = match_space(rec.knobs, space)
+            if knobs is not None:
+                return knobs
+        shape, dtypes = func_signature(kernel.func)
+        found = self.transfer(kernel.family, target.key, shape, dtypes, space)
+        return found[1] if found else None
+
+
+def kernel_space(kernel: Any, target: Any) -> dict[str, list[Any]]:
+    """Knob space of the template that schedules ``kernel`` on ``target``."""
+    from tvm.s_tir import Schedule
+
+    from schedules import ScheduleContext, get_template
+
+    ctx = ScheduleContext(kernel.family, kernel.anchor_block, kernel.anchor_attrs, target,
+                          set(kernel.const_args))
+    return get_template(kernel.family, target.family).space(Schedule(kernel.func), ctx)
+
+
+_db_lock = threading.Lock()
+_db_cache: dict[bytes, TuningDatabase] = {}
+
+
+def load_database(paths: Iterable[str] | None = None) -> TuningDatabase:
+    """TuningDatabase of the given logs (default: every log directory), cached by content digest."""
+    files = log_files() if paths is None else list(paths)
+    digest = logs_digest(files) + repr(files).encode()
+    with _db_lock:
+        db = _db_cache.get(digest)
+        if db is None:
+            db = TuningDatabase(load_all(files))
+            _db_cache.clear()
+            _db_cache[digest] = db
+    return db
+
+
+def default_knob_lookup(paths: Iterable[str] | None = None) -> Callable[[Any, Any], dict[str, Any] | None]:
+    """The compiler's knob lookup: best verified record, else a transferred one, else None (default)."""
+    db = load_database(paths)
+
+    def lookup(kernel: Any, target: Any) -> dict[str, Any] | None:
+        if not db.best:
+            return None
+        try:
+            return db.lookup(kernel, target)
+        except Exception as exc:  # a bad log must never break compilation
+            warnings.warn(f"tuning-log lookup failed for {kernel.name}: {exc}", stacklevel=2)
+            return None
+
+    return lookup
