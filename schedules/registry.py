@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import logging
+import os
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
 import tvm
 from tvm.s_tir import Schedule
+
+log = logging.getLogger("portable.schedules")
 
 
 @dataclass
@@ -82,8 +86,25 @@ def apply_schedule(func: tvm.tirx.PrimFunc, ctx: ScheduleContext,
     """Schedule ``func``; returns the scheduled function and the knob values used."""
     tpl = get_template(ctx.family, ctx.target.family)
     sch = Schedule(func)
-    chosen = tpl.defaults(sch, ctx)
-    if knobs:
-        chosen.update({k: v for k, v in knobs.items() if k in chosen})
-    tpl.apply(sch, ctx, chosen)
-    return sch.mod["main"], chosen
+    try:
+        chosen = tpl.defaults(sch, ctx)
+        if knobs:
+            chosen.update({k: v for k, v in knobs.items() if k in chosen})
+        tpl.apply(sch, ctx, chosen)
+        return sch.mod["main"], chosen
+    except Exception as exc:  # noqa: BLE001 - any template failure falls back to the generic schedule
+        fallback = get_template("generic", ctx.target.family)
+        if tpl is fallback or not knobs_fallback_allowed():
+            raise
+        log.warning("template %s failed on this kernel (%s); using the generic schedule",
+                    type(tpl).__name__, str(exc).splitlines()[0][:200])
+        ctx.layout_rewrites.clear()
+        sch = Schedule(func)
+        chosen = fallback.defaults(sch, ctx)
+        fallback.apply(sch, ctx, chosen)
+        return sch.mod["main"], {"fallback": "generic", **chosen}
+
+
+def knobs_fallback_allowed() -> bool:
+    """Tuning sets PORTABLE_STRICT_SCHEDULES=1 so a failing knob point is reported, not hidden."""
+    return os.environ.get("PORTABLE_STRICT_SCHEDULES") != "1"

@@ -69,8 +69,12 @@ def _np_dtype_name(elem_type: int) -> str:
 
 
 class _Importer:
-    def __init__(self, proto: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]] | None):
+    def __init__(self, proto: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]] | None,
+                 keep_params: bool = False):
         self.proto = proto
+        #: training import: float initializers stay values (never folded away), Dropout stays a node
+        self.keep_params = keep_params
+        self.kept: set[str] = set()
         self.user_shapes = dict(shapes or {})
         self.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
         self.values: dict[str, TensorInfo] = {}
@@ -85,6 +89,8 @@ class _Importer:
             arr = numpy_helper.to_array(init)
             self.constants[init.name] = arr
             self.values[init.name] = TensorInfo(tuple(arr.shape), str(arr.dtype))
+            if self.keep_params and arr.dtype.kind == "f":
+                self.kept.add(init.name)
         inputs = []
         for vi in g.input:
             if vi.name in self.constants:
@@ -103,6 +109,7 @@ class _Importer:
         graph = Graph(g.name or "model", inputs, outputs, self.nodes, self.values, self.constants,
                       params, self.opset)
         graph.output_names = [o.name for o in g.output]  # type: ignore[attr-defined]
+        graph.source_proto = self.proto  # type: ignore[attr-defined]
         graph.prune()
         return graph
 
@@ -152,14 +159,14 @@ class _Importer:
             if i and i not in self.values:
                 raise ModelError(f"{node.describe()}: input {i!r} is produced by no earlier node "
                                  "(graph not in topological order, or a missing initializer)")
-        if node.op in INFERENCE_IDENTITY:
+        if node.op in INFERENCE_IDENTITY and not (self.keep_params and node.op in REGISTRY):
             self.alias[node.outputs[0]] = inputs[0]
             for extra in node.outputs[1:]:  # Dropout mask: all true at inference
                 if extra:
                     self._set_const(extra, np.ones(self.values[inputs[0]].shape, dtype=bool))
             return
         live = [i for i in inputs if i]
-        if node.op in ALWAYS_FOLD or all(i in self.constants for i in live):
+        if node.op in ALWAYS_FOLD or all(i in self.constants and i not in self.kept for i in live):
             if node.op == "Shape" or node.op == "Size":
                 self._fold_shape(node)
             else:
@@ -231,10 +238,13 @@ class _Importer:
         node.outputs = node.outputs[: len(outs)]
 
 
-def load_onnx(model: Any, shapes: Mapping[str, tuple[int, ...]] | None = None) -> Graph:
+def load_onnx(model: Any, shapes: Mapping[str, tuple[int, ...]] | None = None,
+              keep_params: bool = False) -> Graph:
     """Import an ONNX model (path, bytes or ModelProto) into a portable Graph.
 
-    ``shapes`` fixes symbolic input dimensions (default 1). Raises UnsupportedOperatorError
+    ``shapes`` fixes symbolic input dimensions (default 1). ``keep_params`` (training) keeps float
+    initializers as values that no node is folded over, and keeps Dropout nodes.
+    Raises UnsupportedOperatorError
     listing every unsupported operator at once, or ModelError for malformed models.
     """
     proto = _load_proto(model)
@@ -252,4 +262,4 @@ def load_onnx(model: Any, shapes: Mapping[str, tuple[int, ...]] | None = None) -
         except Exception as exc:
             raise ModelError(f"model opset {opset} is outside {MIN_OPSET}..{MAX_OPSET} and converting it "
                              f"to opset {target} failed: {exc}") from exc
-    return _Importer(proto, shapes).run()
+    return _Importer(proto, shapes, keep_params).run()

@@ -180,3 +180,43 @@ def _conv_transpose_pads(attrs: Attrs, sizes: Sequence[int], ks: Sequence[int], 
         return lead, out
     p = list(attrs.get("pads", [0] * (2 * nd)))
     return p[:nd], [full[i] - p[i] - p[i + nd] for i in range(nd)]
+
+
+# ---------------------------------------------------------------------- adjoints (reverse-mode rules)
+from ..autodiff.registry import adjoint  # noqa: E402
+
+
+@adjoint("Conv")
+def _conv_adj(b, node, g):  # type: ignore[no-untyped-def]
+    """dX = ConvTranspose(dY, W) (output_padding recovers the input size), dW = ConvWeightGrad(X, dY)."""
+    x, w = node.inputs[:2]
+    bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    sx, sw = b.shape(x), b.shape(w)
+    nd = len(sx) - 2
+    attrs = Attrs(node.attrs, node.opset, node.describe())
+    kernel = list(sw[2:])
+    strides = list(node.attrs.get("strides", [1] * nd))
+    dil = list(node.attrs.get("dilations", [1] * nd))
+    pads = conv_pads(attrs, sx[2:], kernel, strides, dil)
+    gy = g[0]
+    sg = b.shape(gy)
+    if nd == 1:  # run the 2-D rules on a unit-height view
+        x4, w4 = b.reshape(x, (sx[0], sx[1], 1, sx[2])), b.reshape(w, (sw[0], sw[1], 1, sw[2]))
+        gy = b.reshape(gy, (sg[0], sg[1], 1, sg[2]))
+        kernel, strides, dil, pads = [1, *kernel], [1, *strides], [1, *dil], [(0, 0), *pads]
+    else:
+        x4, w4 = x, w
+    s4 = b.shape(x4)
+    flat = [pads[0][0], pads[1][0], pads[0][1], pads[1][1]]
+    common = {"strides": strides, "dilations": dil, "pads": flat, "group": int(node.attrs.get("group", 1))}
+    gx = gw = gb = None
+    if b.needs(0):
+        oh, ow = b.shape(gy)[2:]
+        opad = [s4[2 + i] + pads[i][0] + pads[i][1] - ((o - 1) * strides[i] + (kernel[i] - 1) * dil[i] + 1)
+                for i, o in enumerate((oh, ow))]
+        gx = b.reshape(b.op("ConvTranspose", gy, w4, output_padding=opad, kernel_shape=kernel, **common), sx)
+    if b.needs(1):
+        gw = b.reshape(b.op("ConvWeightGrad", x4, gy, kernel_shape=kernel, **common), sw)
+    if bias is not None and b.needs(2):
+        gb = b.reshape(b.sum_to(g[0], (sw[0],) + (1,) * nd), (sw[0],))
+    return [gx, gw, gb]

@@ -92,3 +92,50 @@ def gemm(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
         return v
 
     return [te.compute(shape_of(prod), body, name="gemm_bias", tag="elemwise")]
+
+
+# ---------------------------------------------------------------------- adjoints (reverse-mode rules)
+from ..autodiff.registry import adjoint  # noqa: E402
+
+
+@adjoint("MatMul")
+def _matmul_adj(b, node, g):  # type: ignore[no-untyped-def]
+    """dA = dY @ B^T and dB = A^T @ dY, with 1-D operands promoted and broadcast batches summed."""
+    x, y = node.inputs[:2]
+    sx, sy = b.shape(x), b.shape(y)
+    x2 = b.reshape(x, (1, sx[0])) if len(sx) == 1 else x
+    y2 = b.reshape(y, (sy[0], 1)) if len(sy) == 1 else y
+    gshape = b.shape(g[0])
+    if len(sx) == 1:
+        gshape = gshape[:-1] + (1,) + gshape[-1:] if len(sy) > 1 else (1, 1)
+    if len(sy) == 1:
+        gshape = gshape + (1,) if len(sx) > 1 else (1, 1)
+    g2 = b.reshape(g[0], gshape)
+    gx = gy = None
+    if b.needs(0):
+        gx = b.reshape(b.unbroadcast(b.op("MatMulT", g2, y2, transB=1), x2), sx)
+    if b.needs(1):
+        gy = b.reshape(b.unbroadcast(b.op("MatMulT", x2, g2, transA=1), y2), sy)
+    return [gx, gy]
+
+
+@adjoint("Gemm")
+def _gemm_adj(b, node, g):  # type: ignore[no-untyped-def]
+    """Gradients of alpha * A' @ B' + beta * C for every transA/transB combination."""
+    a, bb = node.inputs[:2]
+    c = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    ta, tb = int(node.attrs.get("transA", 0)), int(node.attrs.get("transB", 0))
+    alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
+    gy = g[0]
+    ga = gb = gc = None
+    if b.needs(0):
+        ga = (b.op("MatMulT", gy, bb, transA=0, transB=1 - tb) if not ta
+              else b.op("MatMulT", bb, gy, transA=tb, transB=1))
+        ga = b.scale(ga, alpha)
+    if b.needs(1):
+        gb = (b.op("MatMulT", a, gy, transA=1 - ta, transB=0) if not tb
+              else b.op("MatMulT", gy, a, transA=1, transB=ta))
+        gb = b.scale(gb, alpha)
+    if c is not None and b.needs(2):
+        gc = b.unbroadcast(b.scale(gy, beta), c)
+    return [ga, gb, gc]

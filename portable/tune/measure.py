@@ -1,0 +1,254 @@
+"""Measuring candidates: build, run in an isolated process, check against a reference, time.
+
+Each candidate is ``schedules.apply_schedule(func, ctx, knobs)`` + ``tvm.compile``, run in a worker
+process (``portable.tune._worker``) with a wall-clock timeout. A candidate that raises, crashes
+the process or hangs is recorded as failed and tuning goes on with a fresh worker. Before its
+time counts, a candidate's outputs must match the reference: the template-default schedule's
+outputs on the same random inputs, computed once per task. Timing is the median of repeats of
+TVM's ``time_evaluator``, locally or on a remote device over ``tvm.rpc`` (``rpc=(host, port)``).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .records import Record, make_record
+from .tasks import Task
+
+_ROOTS = {os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}
+
+
+@dataclass
+class MeasureOptions:
+    """How candidates are run and checked."""
+
+    number: int = 3  # runs per timed repeat
+    repeat: int = 5  # timed repeats; the median is recorded
+    min_repeat_ms: int = 30  # each repeat lasts at least this long (number is raised as needed)
+    timeout_s: float = 30.0  # wall-clock limit for one candidate (build + check + timing)
+    rtol: float = 1e-3
+    atol: float = 1e-3  # relative to the mean magnitude of the reference output
+    seed: int = 0  # random inputs
+
+
+@dataclass
+class MeasureResult:
+    """Outcome of one candidate."""
+
+    knobs: dict[str, Any]
+    median_s: float | None = None
+    std_s: float | None = None
+    verified: bool = False
+    error: str | None = None
+    build_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True if the candidate ran, was verified and has a time."""
+        return self.verified and self.error is None and self.median_s is not None
+
+    def to_record(self, task: Task) -> Record:
+        """The log record of this measurement."""
+        return make_record(task.workload, task.family, task.target.key, self.knobs, median_s=self.median_s,
+                           std_s=self.std_s, verified=self.verified, error=self.error, shape=task.shape,
+                           dtypes=task.dtypes, task=task.name)
+
+
+class MeasureError(Exception):
+    """A task cannot be measured at all (its reference output could not be computed)."""
+
+
+class _WorkerProcess:
+    """A live worker process and the two pipes to it."""
+
+    def __init__(self, threads: int, startup_timeout: float):
+        to_r, to_w = os.pipe()
+        from_r, from_w = os.pipe()
+        env = dict(os.environ)
+        env["TVM_NUM_THREADS"] = str(threads)
+        env["PYTHONPATH"] = os.pathsep.join([*_ROOTS, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        quiet = os.environ.get("PORTABLE_TUNE_DEBUG") != "1"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "portable.tune._worker", str(to_r), str(from_w)], pass_fds=(to_r, from_w),
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL if quiet else None,
+            stderr=subprocess.DEVNULL if quiet else None, start_new_session=True)
+        os.close(to_r)
+        os.close(from_w)
+        self.wfd, self.rfd = to_w, from_r
+        self.tasks: set[str] = set()
+        hello = self.call(None, startup_timeout)
+        if not isinstance(hello, dict) or not hello.get("ready"):
+            self.kill()
+            raise MeasureError(f"measurement worker did not start: {hello}")
+
+    def call(self, msg: dict[str, Any] | None, timeout: float) -> Any:
+        """Send ``msg`` (unless None) and wait for the reply; returns a failure string on crash/timeout."""
+        from ._worker import read_message, write_message
+
+        try:
+            if msg is not None:
+                write_message(self.wfd, msg)
+        except OSError:
+            return self._death()
+        ready, _, _ = select.select([self.rfd], [], [], timeout)
+        if not ready:
+            self.kill()
+            return f"timeout: no result within {timeout:.0f}s (process killed)"
+        reply = read_message(self.rfd)
+        if reply is None:
+            return self._death()
+        return reply
+
+    def _death(self) -> str:
+        try:
+            code = self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            code = None
+        self.kill()
+        if code is not None and code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = str(-code)
+            return f"crash: measurement process died with signal {name}"
+        return f"crash: measurement process exited (code {code})"
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """Kill the worker (its whole session) and close the pipes."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self.proc.kill()
+            self.proc.wait()
+        for fd in (self.rfd, self.wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.rfd = self.wfd = -1
+
+    def close(self) -> None:
+        """Ask the worker to exit, then make sure it did."""
+        if self.proc.poll() is None and self.wfd >= 0:
+            try:
+                from ._worker import write_message
+
+                write_message(self.wfd, {"op": "exit"})
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self.kill()
+
+
+class Measurer:
+    """Measures candidates of tasks in an isolated, restartable worker process.
+
+    ``rpc=(host, port)`` (or ``(tracker_host, tracker_port, key)``) times candidates on a remote
+    ``tvm.rpc`` server: each module is exported, uploaded and timed by the remote ``time_evaluator``.
+    """
+
+    def __init__(self, options: MeasureOptions | None = None, rpc: tuple[Any, ...] | None = None,
+                 startup_timeout: float = 180.0):
+        """Workers start lazily, on the first measurement."""
+        self.options = options or MeasureOptions()
+        self.rpc = rpc
+        self.startup_timeout = startup_timeout
+        self._worker: _WorkerProcess | None = None
+        self._threads: int | None = None
+        self.restarts = 0
+
+    def __enter__(self) -> "Measurer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the worker process."""
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
+
+    def _runner(self) -> dict[str, Any] | None:
+        if self.rpc is None:
+            return None
+        host, port, *key = self.rpc
+        return {"kind": "rpc", "host": host, "port": int(port), "key": key[0] if key else None}
+
+    def _ensure(self, task: Task) -> _WorkerProcess:
+        threads = task.target.num_cores if task.target.host_runnable else 1
+        w = self._worker
+        if w is not None and (not w.alive() or self._threads != threads):
+            w.kill() if not w.alive() else w.close()
+            w = self._worker = None
+        if w is None:
+            w = self._worker = _WorkerProcess(threads, self.startup_timeout)
+            self._threads = threads
+        task_id = f"{task.workload}@{task.target.key}"
+        if task_id not in w.tasks:
+            reply = w.call({"op": "register", "task_id": task_id, "task": self._task_payload(task)},
+                           self.startup_timeout + 4 * self.options.timeout_s)
+            if not isinstance(reply, dict) or not reply.get("ok"):
+                detail = reply.get("error") if isinstance(reply, dict) else reply
+                self._drop_dead()
+                raise MeasureError(f"task {task.name}: could not compute the reference output: {detail}")
+            w.tasks.add(task_id)
+        return w
+
+    def _drop_dead(self) -> None:
+        if self._worker is not None and not self._worker.alive():
+            self._worker.kill()
+            self._worker = None
+            self.restarts += 1
+
+    def _task_payload(self, task: Task) -> dict[str, Any]:
+        return {"func_script": task.func.script(), "num_inputs": task.num_inputs, "family": task.family,
+                "anchor_block": task.anchor_block, "anchor_attrs": task.anchor_attrs,
+                "const_params": sorted(task.const_params), "target": task.target, "shapes": task.shape,
+                "dtypes": task.dtypes, "seed": self.options.seed, "runner": self._runner(),
+                "options": asdict(self.options)}
+
+    def measure(self, task: Task, candidates: list[dict[str, Any]], fault: str | None = None) -> list[MeasureResult]:
+        """Measure each knob assignment of ``task``; never raises for a bad candidate.
+
+        ``fault`` ("segfault", "hang" or "raise") makes the worker fail on purpose (for tests).
+        """
+        results = []
+        for knobs in candidates:
+            worker = self._ensure(task)
+            msg = {"op": "measure", "task_id": f"{task.workload}@{task.target.key}", "knobs": knobs,
+                   "fault": fault}
+            reply = worker.call(msg, self.options.timeout_s)
+            if isinstance(reply, str):  # crash or timeout: the worker is gone
+                self._worker = None
+                self.restarts += 1
+                results.append(MeasureResult(dict(knobs), error=reply))
+                continue
+            results.append(MeasureResult(dict(knobs), median_s=reply.get("median_s"), std_s=reply.get("std_s"),
+                                         verified=bool(reply.get("verified")), error=reply.get("error"),
+                                         build_s=float(reply.get("build_s", 0.0))))
+        return results
+
+
+def measure_once(task: Task, knobs: dict[str, Any] | None = None, options: MeasureOptions | None = None,
+                 rpc: tuple[Any, ...] | None = None) -> MeasureResult:
+    """Measure one candidate (default knobs if None) in a fresh worker."""
+    with Measurer(options, rpc) as m:
+        return m.measure(task, [knobs if knobs is not None else task.defaults()])[0]
+
+
+def now() -> float:
+    """Monotonic seconds (for budgets)."""
+    return time.monotonic()
