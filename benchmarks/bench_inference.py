@@ -177,7 +177,7 @@ def bench_model(name: str, engines: list[str], args: argparse.Namespace, partial
     for eng in order:
         entry: dict[str, Any] = {"status": "running"}
         result["engines"][eng] = entry
-        result["in_progress"] = f"{eng} compile/first run"
+        result["in_progress"] = {"engine": eng, "stage": "compile/first run"}
         _save(partial, result)
         fn, outs = _prepare_engine(eng, model, feeds, args.threads, ref, entry)
         if eng == "onnxruntime":
@@ -187,7 +187,7 @@ def bench_model(name: str, engines: list[str], args: argparse.Namespace, partial
                 continue
         if fn is not None:
             fns[eng] = fn
-    result["in_progress"] = "timing"
+    result["in_progress"] = {"engine": "all", "stage": "timing"}
     _save(partial, result)
     reps = {e: (args.relax_repeat if e == "relax" else args.repeat) for e in fns}
     warm = {e: (min(args.warmup, 1) if e == "relax" else args.warmup) for e in fns}
@@ -231,12 +231,17 @@ def run_child(name: str, args: argparse.Namespace, timeout: float) -> dict:
     if rc == 0 and "in_progress" not in result:
         return result
     why = f"timed out after {timeout:.0f} s" if rc is None else f"process exited with code {rc}"
-    stage = result.pop("in_progress", "setup")
-    result["crash"] = {"error": f"{why} during {stage}", "output_tail": tail}
-    for entry in result.get("engines", {}).values():
+    busy = result.pop("in_progress", {"engine": "all", "stage": "model build"})
+    stage = busy["stage"]
+    result["crash"] = {"error": f"{why} during {busy['engine']} {stage}", "output_tail": tail}
+    engines = result.setdefault("engines", {})
+    for entry in engines.values():
         if entry.get("status") == "running" or (stage == "timing" and "median_ms" not in entry):
             entry.update(status="error", stage=stage, error=f"{why} during {stage}")
-    result["ratios"] = ratios(result) if result.get("engines") else {}
+    for eng in args.engines.split(","):
+        if eng and eng not in engines:
+            engines[eng] = {"status": "skipped", "error": f"not run: the model's process stopped ({why})"}
+    result["ratios"] = ratios(result)
     return result
 
 
@@ -269,7 +274,7 @@ def print_table(results: dict[str, dict], engines: list[str]) -> str:
               for n, r in results.items() for e, ent in r.get("engines", {}).items()
               if ent.get("status") not in ("ok", None)]
     for n, e, stage, msg in errors:
-        print(f"  {n} / {e} failed ({stage}): {msg}")
+        print(f"  {n} / {e} failed" + (f" ({stage})" if stage else "") + f": {msg}")
     return table
 
 

@@ -89,7 +89,11 @@ def test_reduce_sum_int64(rng):
 def test_reduce_axes_must_be_constant(rng):
     x = rng.standard_normal((2, 3)).astype(np.float32)
     node = helper.make_node("ReduceSum", ["x", "axes"], ["y"])
-    model = make_model([node], {"x": x, "axes": np.array([1], np.int64)}, ["y"], opset=13)
+    graph = helper.make_graph([node], "t", [helper.make_tensor_value_info("x", 1, x.shape),
+                                            helper.make_tensor_value_info("axes", 7, (1,))],
+                              [helper.make_tensor_value_info("y", 1, (2, 1))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
     with pytest.raises(ModelError, match="constant"):
         run_portable(model, {"x": x, "axes": np.array([1], np.int64)})
 

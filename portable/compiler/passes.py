@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..graph import Graph, Node
+from ..graph import Graph
 
 
 def _single_use(graph: Graph, value: str) -> bool:

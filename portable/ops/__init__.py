@@ -8,6 +8,7 @@ from . import (  # noqa: F401
     nn,
     normalization,
     reduce,
+    training,
 )
 from .registry import REGISTRY, OpDef, Pattern, lookup, register
 

@@ -350,6 +350,15 @@ def training_dropout(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
     return [y, mask]
 
 
+@register("Dropout", Pattern.ELEMWISE, "elemwise", const_inputs=(1, 2))
+def dropout_inference(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
+    """ONNX Dropout at inference: identity plus an all-true mask (training graphs use TrainingDropout)."""
+    x = ins[0]
+    y = te.compute(shape_of(x), lambda *i: x[i], name="dropout_identity", tag="elemwise")
+    mask = te.compute(shape_of(x), lambda *i: tirx.const(True, "bool"), name="dropout_mask", tag="elemwise")
+    return [y, mask]
+
+
 # ---------------------------------------------------------------------- optimizer updates
 
 
@@ -401,6 +410,64 @@ def adam_update(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
         return base - lr[()] * (nm[i] * c1[()]) / (te.sqrt(nv[i] * c2[()]) + const(eps, dt))
 
     return [te.compute(s, step, name="adam", tag="elemwise"), nm, nv]
+
+
+# ---------------------------------------------------------------------- adjoints
+from ..autodiff.registry import adjoint  # noqa: E402
+
+
+@adjoint("SumTo")
+def _sum_to_adj(b, node, g):  # type: ignore[no-untyped-def]
+    return [b.broadcast_to(g[0], b.shape(node.inputs[0]))]
+
+
+@adjoint("BroadcastTo")
+def _broadcast_to_adj(b, node, g):  # type: ignore[no-untyped-def]
+    return [b.unbroadcast(g[0], node.inputs[0])]
+
+
+@adjoint("Select", nondiff=(0, 1))
+def _select_adj(b, node, g):  # type: ignore[no-untyped-def]
+    x, t, ya, yb = node.inputs[:4]
+    zero = b.scalar(0.0, g[0])
+    cmp = node.attrs.get("cmp", "gt")
+    ga = b.unbroadcast(b.op("Select", x, t, g[0], zero, cmp=cmp), ya) if b.needs(2) else None
+    gb = b.unbroadcast(b.op("Select", x, t, zero, g[0], cmp=cmp), yb) if b.needs(3) else None
+    return [None, None, ga, gb]
+
+
+def _loss_adj(grad_op: str):  # type: ignore[no-untyped-def]
+    def fn(b, node, g):  # type: ignore[no-untyped-def]
+        if len(g) > 1 and g[1] is not None:
+            raise b_fail(node, "gradients through the log_prob output are not supported")
+        if g[0] is None:
+            return [None]
+        ins = [g[0], *node.inputs[:3]]
+        return [b.op(grad_op, *[i for i in ins if i], **node.attrs)]
+
+    return fn
+
+
+def b_fail(node, message: str) -> Exception:  # type: ignore[no-untyped-def]
+    """A ModelError naming ``node``."""
+    from ..errors import ModelError
+
+    return ModelError(f"{node.describe()}: {message}")
+
+
+adjoint("SoftmaxCrossEntropyLoss", nondiff=(1, 2))(_loss_adj("SoftmaxCrossEntropyLossGrad"))
+adjoint("NegativeLogLikelihoodLoss", nondiff=(1, 2))(_loss_adj("NegativeLogLikelihoodLossGrad"))
+
+
+@adjoint("TrainingDropout", nondiff=(1,))
+def _dropout_adj(b, node, g):  # type: ignore[no-untyped-def]
+    ratio = float(node.attrs.get("ratio", 0.5))
+    return [b.scale(b.mul(g[0], node.outputs[1]), 1.0 / (1.0 - ratio)), None]
+
+
+@adjoint("Dropout", nondiff=(1, 2))
+def _dropout_inference_adj(b, node, g):  # type: ignore[no-untyped-def]
+    return [g[0]]
 
 
 del np

@@ -184,6 +184,19 @@ class Executable:
             out.append(time.perf_counter() - t)
         return out
 
+    def profile(self, *args: Any, repeat: int = 20) -> list[tuple[str, float]]:
+        """Median seconds of each kernel call in plan order (inputs bound from ``args``)."""
+        import time
+
+        self.run(*args)
+        times: list[list[float]] = [[] for _ in self._calls]
+        for _ in range(repeat):
+            for i, (fn, targs) in enumerate(self._calls):
+                t = time.perf_counter()
+                fn(*targs)
+                times[i].append(time.perf_counter() - t)
+        return [(s["kernel"], float(np.median(t))) for s, t in zip(self.plan.steps, times)]
+
     # ------------------------------------------------------------------ save / load
     def save(self, path: str) -> None:
         """Write a self-contained .ptb file (zip: kernels.so, plan.json, constants.npz)."""
