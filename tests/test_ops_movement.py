@@ -46,7 +46,7 @@ def _invalid_model(op: str, inputs: dict[str, np.ndarray], node_inputs: list[str
     node = helper.make_node(op, node_inputs, ["y"], name=f"my_{op.lower()}", **attrs)
     vis = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
            for k, v in inputs.items()]
-    graph = helper.make_graph([node], "bad", vis, [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [])],
+    graph = helper.make_graph([node], "bad", vis, [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n"])],
                               [onnx.numpy_helper.from_array(v, k) for k, v in inits.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
@@ -195,6 +195,12 @@ def test_gather_constant_indices(indices):
     check_node("Gather", {"x": _x((3, 4), np.int64)}, {"axis": 0}, initializers={"i": indices})
 
 
+def test_gather_elements_smaller_indices():
+    # indices smaller than data off the axis: legal ONNX the reference evaluator rejects; onnxruntime is the oracle
+    x, i = _x((3, 4)), np.array([[1, -1], [0, 3]], dtype=I64)
+    _check_with_ort(_node_model("GatherElements", {"x": x, "i": i}, ["x", "i"], {"axis": 1}, {}, 13), {"x": x, "i": i})
+
+
 def test_gather_float_indices_fail():
     model = _invalid_model("Gather", {"x": _x((3, 4)), "i": _f(1.0)}, ["x", "i"], {}, {})
     with pytest.raises(portable.ModelError, match="my_gather"):
@@ -204,7 +210,7 @@ def test_gather_float_indices_fail():
 @pytest.mark.parametrize("axis,indices", [
     (0, np.array([[1, 2, 0], [2, 0, -1]], dtype=I64)),
     (1, np.array([[1, -1], [0, 0], [2, -3]], dtype=I64)),
-    (-1, np.array([[0], [2], [1]], dtype=np.int32)),
+    (-1, np.array([[0, 2, 1], [2, 1, 1], [1, -3, 0]], dtype=np.int32)),
 ])
 def test_gather_elements(axis, indices):
     check_node("GatherElements", {"x": _x((3, 3)), "i": indices}, {"axis": axis})
@@ -248,6 +254,9 @@ def test_pad_opset2_attributes(mode, pads, value):
     (13, "reflect", [3, 2, 1, 3], None),
     (13, "edge", [2, 0, 0, 3], None),
     (19, "wrap", [1, 2, 3, 2], None),
+    (19, "wrap", [4, 9, 7, 1], None),
+    (13, "reflect", [5, 1, 2, 7], None),
+    (13, "edge", [4, 5, 6, 7], None),
 ])
 def test_pad_inputs(opset, mode, pads, value):
     inits = {"pads": _i(*pads)}
@@ -281,15 +290,13 @@ def test_pad_negative_crops(mode, pads):
 # --------------------------------------------------------------------------------------- Resize / Upsample
 
 
-_COORDS = ["half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel"]
-
-
-@pytest.mark.parametrize("coord", _COORDS)
-@pytest.mark.parametrize("nearest_mode,scales", [
-    ("round_prefer_floor", (1, 1, 1.5, 2.0)), ("round_prefer_ceil", (1, 1, 0.6, 1.7)),
-    ("floor", (1, 1, 2.5, 0.5)), ("ceil", (1, 1, 1.25, 3.0)),
+@pytest.mark.parametrize("nearest_mode,coord,scales", [
+    ("round_prefer_floor", "half_pixel", (1, 1, 1.5, 2.0)), ("round_prefer_floor", "asymmetric", (1, 1, 0.6, 1.7)),
+    ("round_prefer_ceil", "align_corners", (1, 1, 0.6, 1.7)), ("round_prefer_ceil", "asymmetric", (1, 1, 1.5, 3.0)),
+    ("floor", "pytorch_half_pixel", (1, 1, 2.5, 0.5)), ("floor", "half_pixel", (1, 1, 0.75, 1.25)),
+    ("ceil", "asymmetric", (1, 1, 1.25, 3.0)), ("ceil", "align_corners", (1, 1, 2.5, 0.5)),
 ])
-def test_resize_nearest_scales(coord, nearest_mode, scales):
+def test_resize_nearest_scales(nearest_mode, coord, scales):
     x = _x((1, 2, 4, 5))
     model = _node_model("Resize", {"x": x}, ["x", "", "scales"],
                         {"mode": "nearest", "nearest_mode": nearest_mode, "coordinate_transformation_mode": coord},
@@ -297,8 +304,10 @@ def test_resize_nearest_scales(coord, nearest_mode, scales):
     assert_matches_reference(model, {"x": x})
 
 
-@pytest.mark.parametrize("coord", _COORDS + ["half_pixel_symmetric"])
-@pytest.mark.parametrize("scales", [(1, 1, 2.0, 1.5), (1, 1, 0.5, 0.75)])
+@pytest.mark.parametrize("coord,scales", [
+    ("half_pixel", (1, 1, 2.0, 0.75)), ("asymmetric", (1, 1, 0.5, 1.5)), ("align_corners", (1, 1, 1.7, 0.6)),
+    ("pytorch_half_pixel", (1, 1, 0.25, 2.0)), ("half_pixel_symmetric", (1, 1, 1.7, 0.6)),
+])
 def test_resize_linear_scales(coord, scales):
     x = _x((1, 2, 4, 4))
     opset = 19 if coord == "half_pixel_symmetric" else 13
@@ -328,7 +337,7 @@ def test_resize_opset18_axes_and_aspect_policy(policy):
 
 def test_resize_opset18_axes_scales_nearest_int():
     x = _x((2, 3, 4), np.int64)
-    model = _node_model("Resize", {"x": x}, ["x", "", "scales"], {"mode": "nearest", "axes": [-1]},
+    model = _node_model("Resize", {"x": x}, ["x", "", "scales"], {"mode": "nearest", "axes": [2]},
                         {"scales": _f(1.5)}, 18)
     assert_matches_reference(model, {"x": x})
 
@@ -355,7 +364,10 @@ def test_upsample_opset9_nearest():
 
 
 def test_upsample_opset7_attribute():
-    check_node("Upsample", {"x": _x((1, 2, 3, 4))}, {"mode": "nearest", "scales": [1.0, 1.0, 3.0, 2.0]}, opset=7)
+    # the reference evaluator only knows the opset-9 form (scales as an input)
+    x = _x((1, 2, 3, 4))
+    model = _node_model("Upsample", {"x": x}, ["x"], {"mode": "nearest", "scales": [1.0, 1.0, 3.0, 2.0]}, {}, 7)
+    _check_with_ort(model, {"x": x})
 
 
 @pytest.mark.parametrize("mode,scales", [("linear", (1, 1, 2, 1.5)), ("nearest", (1, 1, 1.5, 2.5))])
@@ -397,9 +409,29 @@ def test_shape_gather_concat_reshape_folds():
         helper.make_node("Reshape", ["x", "target"], ["r"]),
         helper.make_node("Relu", ["r"], ["y"]),
     ]
-    model = make_model(nodes, {"x": x}, ["y"], {"zero": _i(0), "minus1": _i(-1)}, opset=13)
+    inits = [onnx.numpy_helper.from_array(_i(0), "zero"), onnx.numpy_helper.from_array(_i(-1), "minus1")]
+    graph = helper.make_graph(nodes, "fold", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x.shape)],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["b", "n"])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
     graph = portable.load_onnx(model)
     assert [n.op for n in graph.nodes] == ["Reshape", "Relu"]
-    assert graph.constants[graph.nodes[0].inputs[1]].tolist() == [2, 12]
+    assert graph.constants[graph.nodes[0].inputs[1]].tolist() == [2, -1]
     got = assert_matches_reference(model, {"x": x})
     assert got[0].shape == (2, 12)
+
+
+def test_injective_chain_fuses_correctly():
+    """Several movement ops in a row (fused into one kernel) still match the reference."""
+    x, idx = _x((2, 3, 4)), np.array([2, -1, 0], dtype=I64)
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 1]),
+        helper.make_node("Slice", ["t", "s", "e", "a", "st"], ["sl"]),
+        helper.make_node("Concat", ["sl", "t"], ["c"], axis=1),
+        helper.make_node("Gather", ["c", "i"], ["g"], axis=2),
+        helper.make_node("Pad", ["g", "pads"], ["p"], mode="reflect"),
+        helper.make_node("Relu", ["p"], ["y"]),
+    ]
+    inits = {"s": _i(-1), "e": _i(-INT_MAX), "a": _i(1), "st": _i(-2), "pads": _i(0, 1, 2, 0, 2, 1)}
+    model = make_model(nodes, {"x": x, "i": idx}, ["y"], inits, opset=13)
+    assert_matches_reference(model, {"x": x, "i": idx})

@@ -62,11 +62,11 @@ class GradBuilder:
         return self.const(np.array(value, dtype=self.dtype(like)), hint="s")
 
     def emit(self, op_type: str, inputs: Sequence[str], attrs: dict[str, Any] | None = None,
-             n_out: int = 1, hint: str | None = None) -> list[str]:
-        """Append one ``op_type`` node and return its output value names."""
+             n_out: int = 1, hint: str | None = None, out_names: Sequence[str] | None = None) -> list[str]:
+        """Append one ``op_type`` node and return its output value names (``out_names`` if given)."""
         if op_type not in REGISTRY:
             raise ModelError(f"autodiff needs operator {op_type}, which is not registered")
-        outs = [self.fresh(hint or op_type.lower()) for _ in range(n_out)]
+        outs = list(out_names) if out_names else [self.fresh(hint or op_type.lower()) for _ in range(n_out)]
         node = Node(op_type, outs[0].replace("/", "_"), [i or "" for i in inputs], outs, dict(attrs or {}),
                     self.graph.opset)
         self._infer(node)

@@ -119,7 +119,8 @@ class _Importer:
         for i, n in enumerate(self.proto.graph.node):
             name = n.name or f"{n.op_type}_{i}"
             if n.domain not in ("", "ai.onnx"):
-                problems.append((f"{n.domain}.{n.op_type}", name, self.opset, "custom domain not supported"))
+                dom_opset = next((o.version for o in self.proto.opset_import if o.domain == n.domain), 0)
+                problems.append((f"{n.domain}.{n.op_type}", name, dom_opset, "custom domain not supported"))
                 continue
             op = REGISTRY.get(n.op_type)
             if op is None and n.op_type not in INFERENCE_IDENTITY:

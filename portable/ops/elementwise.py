@@ -224,7 +224,9 @@ def _where(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
 
 def _cast_expr(x: Expr, dtype: str) -> Expr:
     if dtype == "bool":
-        return x != tirx.const(0, x.dtype)
+        if dtype_of(x) == "bool":  # (x != false) on i1 would emit an invalid LLVM fcmp
+            return x
+        return x != tirx.const(0, dtype_of(x))
     return x.astype(dtype)
 
 

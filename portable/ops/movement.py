@@ -430,14 +430,27 @@ def _pad_params(ins: Sequence, attrs: Attrs, rank: int) -> tuple[list[int], list
     return begin, end
 
 
-def _pad_source(i: "tirx.PrimExpr", n: int, mode: str) -> "tirx.PrimExpr":
-    """Input coordinate read by padded coordinate ``i`` (already shifted by the begin pad)."""
+def _into_period(i: "tirx.PrimExpr", period: int, lo: int, hi: int) -> "tirx.PrimExpr":
+    """``i mod period`` for ``i`` in ``[lo, hi)``, as a chain of selects.
+
+    ``floormod(i, n)`` of a shifted index is avoided on purpose: TVM 0.27's FlattenBuffer
+    mis-simplifies ``(f % 8 + 2) % 4`` to ``f % 4`` once loops are fused (seen on Pad 'wrap').
+    """
+    for _ in range(-(-max(-lo, 0) // period)):
+        i = tirx.Select(i < 0, i + period, i)
+    for _ in range(max(hi - 1, 0) // period):
+        i = tirx.Select(i >= period, i - period, i)
+    return i
+
+
+def _pad_source(i: "tirx.PrimExpr", n: int, mode: str, lo: int, hi: int) -> "tirx.PrimExpr":
+    """Input coordinate read by padded coordinate ``i`` (shifted by the begin pad, in ``[lo, hi)``)."""
     if mode == "edge" or n == 1:
         return tirx.max(tirx.min(i, n - 1), 0)
     if mode == "wrap":
-        return tirx.floormod(i, n)
+        return _into_period(i, n, lo, hi)
     period = 2 * (n - 1)
-    j = tirx.floormod(i, period)
+    j = _into_period(i, period, lo, hi)
     return tirx.Select(j >= n, period - j, j)
 
 
@@ -461,7 +474,8 @@ def pad(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
         for d in padded:
             src[d] = i[d] - begin[d]
         if mode != "constant":
-            return x[tuple(_pad_source(src[d], s[d], mode) if d in padded else src[d] for d in range(len(s)))]
+            return x[tuple(_pad_source(src[d], s[d], mode, -begin[d], s[d] + end[d]) if d in padded else src[d]
+                           for d in range(len(s)))]
         inside = [tirx.all(src[d] >= 0, src[d] < s[d]) for d in padded if begin[d] > 0 or end[d] > 0]
         if not inside:
             return x[tuple(src)]

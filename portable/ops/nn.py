@@ -161,9 +161,8 @@ def _count_bounds(geo: PoolGeometry, include_pad: bool) -> list[tuple[int, int]]
 def _uniform_count(geo: PoolGeometry, include_pad: bool) -> int | None:
     """The divisor if every window has the same number of counted taps, else None."""
     total = 1
-    for (lo, hi), size, k, s, d, (b, _), n_out in zip(_count_bounds(geo, include_pad), geo.in_sizes,
-                                                      geo.kernel, geo.strides, geo.dilations, geo.pads,
-                                                      geo.out_sizes):
+    for (lo, hi), k, s, d, (b, _), n_out in zip(_count_bounds(geo, include_pad), geo.kernel, geo.strides,
+                                                geo.dilations, geo.pads, geo.out_sizes):
         counts = {sum(1 for t in range(k) if lo <= o * s - b + t * d < hi) for o in range(n_out)}
         if len(counts) != 1:
             return None

@@ -91,7 +91,7 @@ def _loss_parts(ins: Sequence[te.Tensor], attrs: Attrs):  # type: ignore[no-unty
     sx, sl = shape_of(x), shape_of(labels)
     if len(sx) < 2 or sl != sx[:1] + sx[2:]:
         raise attrs.fail(f"scores {sx} need shape (N, C, d...) and labels (N, d...), got labels {sl}")
-    if "int" not in labels.dtype:
+    if "int" not in str(labels.dtype):
         raise attrs.fail(f"labels must be integers, got {labels.dtype}")
     ignore = attrs.get("ignore_index", None)
     reduction = attrs.get("reduction", "mean")
@@ -307,6 +307,47 @@ def avg_pool_grad(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
     return [te.compute(s, body, name="avgpool_grad", tag="anchor")]
 
 
+@register("SliceGrad", Pattern.INJECTIVE, "elemwise")
+def slice_grad(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
+    """Scatter a Slice's gradient into zeros of attr ``input_shape`` (per-axis ``begin`` and ``step``)."""
+    g = ins[0]
+    shape = tuple(int(v) for v in attrs.get("input_shape"))
+    begin, step = list(attrs.get("begin")), list(attrs.get("step"))
+    out = shape_of(g)
+
+    def body(*i):  # type: ignore[no-untyped-def]
+        conds, src = [], []
+        for ax, (v, b0, sp, n) in enumerate(zip(i, begin, step, out)):
+            d = v - b0 if sp > 0 else b0 - v
+            a = abs(int(sp))
+            conds += [d >= 0, tirx.floormod(d, a) == 0, tirx.floordiv(d, a) < n]
+            src.append(tirx.floordiv(d, a))
+        ok = tirx.all(*conds)
+        return tirx.Select(ok, g[tuple(tirx.Select(ok, k, 0) for k in src)], const(0.0, g.dtype))
+
+    return [te.compute(shape, body, name="slice_grad", tag="injective")]
+
+
+@register("GatherGrad", Pattern.ANCHOR, "generic")
+def gather_grad(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
+    """Scatter-add a Gather's gradient: inputs (indices, g), attrs ``axis``, ``input_shape``."""
+    idx, g = ins[0], ins[1]
+    shape = tuple(int(v) for v in attrs.get("input_shape"))
+    axis = int(attrs.get("axis", 0))
+    si = shape_of(idx)
+    red = [te.reduce_axis((0, d), name=f"k{i}") for i, d in enumerate(si)] or [te.reduce_axis((0, 1), name="k")]
+    dim = shape[axis]
+
+    def body(*i):  # type: ignore[no-untyped-def]
+        pos = tuple(red) if si else ()
+        j = idx[pos].astype("int32")
+        j = tirx.Select(j < 0, j + dim, j)
+        src = i[:axis] + pos + i[axis + 1:]
+        return te.sum(tirx.Select(j == i[axis], g[src], const(0.0, g.dtype)), axis=red)
+
+    return [te.compute(shape, body, name="gather_grad", tag="anchor")]
+
+
 # ---------------------------------------------------------------------- dropout
 
 
@@ -362,10 +403,18 @@ def dropout_inference(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]
 # ---------------------------------------------------------------------- optimizer updates
 
 
+def _as_dtype(t: te.Tensor, dtype: str) -> te.Tensor:
+    """A 0-d runtime scalar in ``dtype``."""
+    if str(t.dtype) == dtype:
+        return t
+    return te.compute((), lambda: t[()].astype(dtype), name="scalar_cast", tag="elemwise")
+
+
 @register("SGDUpdate", Pattern.OPAQUE, "elemwise")
 def sgd_update(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
     """inputs (param, grad, lr[, velocity]) -> (new param[, new velocity]); PyTorch SGD semantics."""
-    p, g, lr = ins[0], ins[1], ins[2]
+    p, g = ins[0], ins[1]
+    lr = _as_dtype(ins[2], p.dtype)
     v = ins[3] if len(ins) > 3 else None
     mu, wd = float(attrs.get("momentum", 0.0)), float(attrs.get("weight_decay", 0.0))
     damp, nesterov = float(attrs.get("dampening", 0.0)), bool(attrs.get("nesterov", 0))
@@ -392,7 +441,8 @@ def adam_update(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
 
     ``decoupled=1`` is AdamW (weight decay applied to the parameter, not added to the gradient).
     """
-    p, g, m, v, lr, c1, c2 = ins[:7]
+    p, g, m, v = ins[:4]
+    lr, c1, c2 = (_as_dtype(t, p.dtype) for t in ins[4:7])
     b1, b2 = float(attrs.get("beta1", 0.9)), float(attrs.get("beta2", 0.999))
     eps, wd = float(attrs.get("epsilon", 1e-8)), float(attrs.get("weight_decay", 0.0))
     decoupled = bool(attrs.get("decoupled", 0))

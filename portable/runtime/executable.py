@@ -168,6 +168,50 @@ class Executable:
 
     __call__ = run
 
+    def run_swap(self, feeds: dict[str, Any], swap: Any = (), fetch: Any = ()) -> list[np.ndarray]:
+        """Run with some inputs fed by name (others keep their device values from the previous run).
+
+        Afterwards each ``(input, output)`` pair in ``swap`` exchanges device buffers, so an updated
+        value (a trained parameter, optimizer state) becomes the next run's input without a copy.
+        Returns the ``fetch`` values (read before swapping) as numpy arrays. Used by training.
+        """
+        self._prepare()
+        for name, arr in feeds.items():
+            if name not in self.plan.values or name not in self.plan.inputs:
+                raise InputError(f"unknown input {name!r}; the model's inputs are {self.plan.inputs}")
+            want = tuple(self.plan.values[name]["shape"])
+            arr = np.asarray(arr)
+            if tuple(arr.shape) != want or str(arr.dtype) != self.plan.values[name]["dtype"]:
+                raise InputError(f"input {name!r}: expected {want} {self.plan.values[name]['dtype']}, "
+                                 f"got {tuple(arr.shape)} {arr.dtype}")
+            self._tensors[name].copyfrom(np.require(arr, requirements="C"))
+        for fn, targs in self._calls:
+            fn(*targs)
+        out = [self._tensors[f].numpy() for f in fetch]
+        if swap:
+            for a, b in swap:
+                self._tensors[a], self._tensors[b] = self._tensors[b], self._tensors[a]
+            self._calls = [(fn, [self._tensors[a] for a in st["args"]])
+                           for (fn, _), st in zip(self._calls, self.plan.steps)]
+        return out
+
+    def write(self, name: str, value: np.ndarray) -> None:
+        """Set the device value of input ``name`` without running (it persists until overwritten)."""
+        self._prepare()
+        info = self.plan.values.get(name)
+        arr = np.asarray(value)
+        if name not in self.plan.inputs or info is None:
+            raise InputError(f"unknown input {name!r}; the model's inputs are {self.plan.inputs}")
+        if tuple(arr.shape) != tuple(info["shape"]) or str(arr.dtype) != info["dtype"]:
+            raise InputError(f"input {name!r}: expected {tuple(info['shape'])} {info['dtype']}, "
+                             f"got {tuple(arr.shape)} {arr.dtype}")
+        self._tensors[name].copyfrom(np.require(arr, requirements="C"))
+
+    def read(self, name: str) -> np.ndarray:
+        """Current device value of an input or output (after ``run``/``run_swap``) as numpy."""
+        self._prepare()
+        return self._tensors[name].numpy()
+
     def time_run(self, *args: Any, repeat: int = 20, warmup: int = 3) -> list[float]:
         """Wall-clock seconds of ``repeat`` runs after ``warmup`` (inputs bound once)."""
         import time

@@ -79,10 +79,10 @@ class CostModel:
         scores = np.where(np.isnan(scores), worst - max(0.5, 0.25 * (best - worst)), scores) - best
         import xgboost as xgb
 
-        model = xgb.XGBRegressor(n_estimators=60, max_depth=4, learning_rate=0.2, subsample=0.9,
-                                 min_child_weight=1.0, random_state=self.seed, n_jobs=1, verbosity=0)
-        model.fit(self.encoder.encode(points), scores)
-        self._model = model
+        params = {"max_depth": 4, "eta": 0.2, "subsample": 0.9, "min_child_weight": 1.0, "seed": self.seed,
+                  "nthread": 1, "verbosity": 0, "objective": "reg:squarederror"}
+        data = xgb.DMatrix(self.encoder.encode(points), label=scores)
+        self._model = xgb.train(params, data, num_boost_round=60)
 
     def predict(self, points: list[dict[str, Any]]) -> np.ndarray:
         """Predicted scores (higher is faster); zeros when untrained."""
@@ -90,4 +90,6 @@ class CostModel:
             return np.zeros(0)
         if self._model is None:
             return np.zeros(len(points))
-        return np.asarray(self._model.predict(self.encoder.encode(points)), dtype=np.float64)
+        import xgboost as xgb
+
+        return np.asarray(self._model.predict(xgb.DMatrix(self.encoder.encode(points))), dtype=np.float64)

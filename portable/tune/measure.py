@@ -73,6 +73,7 @@ class _WorkerProcess:
         from_r, from_w = os.pipe()
         env = dict(os.environ)
         env["TVM_NUM_THREADS"] = str(threads)
+        env["PORTABLE_STRICT_SCHEDULES"] = "1"  # a failing knob point must fail, not fall back silently
         env["PYTHONPATH"] = os.pathsep.join([*_ROOTS, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         quiet = os.environ.get("PORTABLE_TUNE_DEBUG") != "1"
         self.proc = subprocess.Popen(

@@ -22,6 +22,7 @@ from typing import Any
 from tvm.s_tir import Schedule
 from tvm.s_tir.schedule import ScheduleError
 
+from ..layout import SplitAxisRewrite
 from ..common import block_name, blocks, divisors, inline_all, loop_extent, output_blocks
 from ..registry import ScheduleContext, Template, register_template
 from .generic import GenericX86
@@ -115,13 +116,11 @@ class Conv2dX86(Template):
         ocb, owb = knobs["oc_block"], knobs["ow_block"]
         w_idx = _param_index(sch, conv, 1)
         if w_idx is not None and w_idx in ctx.const_params:
-            def w_map(o, i, h, w):  # type: ignore[no-untyped-def]
-                return (o // ocb, i, h, w, o % ocb)
+            # OIHW -> (O/ocb, ocb, I, H, W) -> [O/ocb, I, H, W, ocb]
+            rewrite = SplitAxisRewrite(0, ocb, (0, 2, 3, 4, 1))
             try:
-                sch.transform_layout(conv, ("read", 1), w_map)
-                from tvm.tirx import IndexMap
-
-                ctx.layout_rewrites[w_idx] = IndexMap.from_func(w_map)
+                sch.transform_layout(conv, ("read", 1), rewrite.as_func())
+                ctx.layout_rewrites[w_idx] = rewrite
             except ScheduleError:
                 pass
         n, oc, oh, ow = sch.get_loops(out)

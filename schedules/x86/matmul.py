@@ -17,6 +17,7 @@ from typing import Any
 from tvm.s_tir import Schedule
 from tvm.s_tir.schedule import ScheduleError
 
+from ..layout import SplitAxisRewrite
 from ..common import block_name, divisors, inline_all, loop_extent, output_blocks
 from ..registry import ScheduleContext, Template, register_template
 from .generic import GenericX86
@@ -113,19 +114,13 @@ class MatmulX86(Template):
         n = int(buf.shape[0] if trans_b else buf.shape[1])
         if n % nr:
             return
-        if trans_b:
-            def index_map(j, k):  # type: ignore[no-untyped-def]
-                return (j // nr, k, j % nr)
-        else:
-            def index_map(k, j):  # type: ignore[no-untyped-def]
-                return (j // nr, k, j % nr)
+        # B[j, k] -> (j//nr, j%nr, k) -> [j//nr, k, nr];  B[k, j] -> (k, j//nr, j%nr) -> [j//nr, k, nr]
+        rewrite = SplitAxisRewrite(0, nr, (0, 2, 1)) if trans_b else SplitAxisRewrite(1, nr, (1, 0, 2))
         try:
-            sch.transform_layout(c, ("read", 1), index_map)
+            sch.transform_layout(c, ("read", 1), rewrite.as_func())
         except ScheduleError:
             return
-        from tvm.tirx import IndexMap
-
-        ctx.layout_rewrites[idx] = IndexMap.from_func(index_map)
+        ctx.layout_rewrites[idx] = rewrite
 
     @staticmethod
     def _b_transposed(sch: Schedule, c: Any) -> bool:

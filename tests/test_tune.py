@@ -1,0 +1,467 @@
+"""Auto-tuner: template spaces, measurement isolation, logs, knob lookup and transfer, end to end.
+
+Oracles: onnx's ReferenceEvaluator / numpy for kernel outputs, hand-built record sets for the log
+operations, and the measured candidates themselves for the tuner.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import warnings
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+from onnx.reference import ReferenceEvaluator
+
+from conftest import make_model
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def _mm(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    a = rng.standard_normal((24, 40)).astype(np.float32)
+    b = rng.standard_normal((40, 36)).astype(np.float32)
+    node = helper.make_node("MatMul", ["a", "b"], ["y"])
+    return make_model([node], {"a": a}, ["y"], {"b": b}), {"a": a}
+
+
+def _bmm(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    a = rng.standard_normal((2, 8, 16)).astype(np.float32)
+    b = rng.standard_normal((2, 16, 12)).astype(np.float32)
+    node = helper.make_node("MatMul", ["a", "b"], ["y"])
+    return make_model([node], {"a": a, "b": b}, ["y"]), {"a": a, "b": b}
+
+
+def _gemm_relu(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    a = rng.standard_normal((10, 32)).astype(np.float32)
+    w = rng.standard_normal((20, 32)).astype(np.float32)
+    c = rng.standard_normal((20,)).astype(np.float32)
+    nodes = [helper.make_node("Gemm", ["a", "w", "c"], ["g"], transB=1), helper.make_node("Relu", ["g"], ["y"])]
+    return make_model(nodes, {"a": a}, ["y"], {"w": w, "c": c}), {"a": a}
+
+
+def _conv_relu(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    x = rng.standard_normal((1, 6, 10, 10)).astype(np.float32)
+    w = rng.standard_normal((8, 6, 3, 3)).astype(np.float32)
+    b = rng.standard_normal((8,)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"])]
+    return make_model(nodes, {"x": x}, ["y"], {"w": w, "b": b}), {"x": x}
+
+
+def _conv_s2_g2(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    x = rng.standard_normal((1, 4, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], strides=[2, 2], group=2, pads=[0, 1, 0, 1])
+    return make_model([node], {"x": x}, ["y"], {"w": w}), {"x": x}
+
+
+def _elemwise(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    x = rng.standard_normal((3, 50)).astype(np.float32)
+    z = rng.standard_normal((3, 50)).astype(np.float32)
+    nodes = [helper.make_node("Add", ["x", "z"], ["s"]), helper.make_node("Sigmoid", ["s"], ["y"])]
+    return make_model(nodes, {"x": x, "z": z}, ["y"]), {"x": x, "z": z}
+
+
+def _maxpool(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2])
+    return make_model([node], {"x": x}, ["y"]), {"x": x}
+
+
+def _softmax(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    x = rng.standard_normal((4, 33)).astype(np.float32)
+    node = helper.make_node("Softmax", ["x"], ["y"], axis=-1)
+    return make_model([node], {"x": x}, ["y"]), {"x": x}
+
+
+def _layernorm(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    x = rng.standard_normal((4, 24)).astype(np.float32)
+    s = rng.standard_normal((24,)).astype(np.float32)
+    b = rng.standard_normal((24,)).astype(np.float32)
+    node = helper.make_node("LayerNormalization", ["x", "s", "b"], ["y"], axis=-1)
+    return make_model([node], {"x": x}, ["y"], {"s": s, "b": b}), {"x": x}
+
+
+#: (id, model builder, random points per task besides the default)
+WORKLOADS: list[tuple[str, Callable[..., Any], int]] = [
+    ("matmul", _mm, 4), ("batch_matmul", _bmm, 2), ("gemm_relu", _gemm_relu, 2),
+    ("conv_relu", _conv_relu, 4), ("conv_s2_g2", _conv_s2_g2, 2), ("elemwise", _elemwise, 2),
+    ("maxpool", _maxpool, 1), ("softmax", _softmax, 1), ("layernorm", _layernorm, 1),
+]
+
+
+def _points(task: Any, n_random: int, seed: int) -> list[dict[str, Any]]:
+    """The default plus ``n_random`` distinct random points of the task's space."""
+    space = task.space()
+    rng = random.Random(seed)
+    points = [task.defaults()]
+    ids = {json.dumps(points[0], sort_keys=True)}
+    for _ in range(50 * n_random):
+        if len(points) > n_random:
+            break
+        p = {k: rng.choice(v) for k, v in space.items()}
+        if json.dumps(p, sort_keys=True) not in ids:
+            ids.add(json.dumps(p, sort_keys=True))
+            points.append(p)
+    return points
+
+
+def _compile_with(model: onnx.ModelProto, workload: str, knobs: dict[str, Any]) -> Any:
+    """Compile ``model`` with ``knobs`` for the kernel ``workload`` (template defaults elsewhere)."""
+    import portable
+    from portable.compiler.build import compile_graph, workload_key
+
+    def lookup(kernel: Any, target: Any) -> dict[str, Any] | None:
+        return knobs if workload_key(kernel.func) == workload else None
+
+    return compile_graph(portable.load_onnx(model), "host", lookup)
+
+
+# ------------------------------------------------------------------------- template spaces are correct
+
+COVERED_FAMILIES: set[str] = set()
+
+
+@pytest.mark.parametrize("name,builder,n_random", WORKLOADS, ids=[w[0] for w in WORKLOADS])
+def test_template_space_random_points_match_reference(name: str, builder: Callable[..., Any],
+                                                      n_random: int, monkeypatch: Any) -> None:
+    """Random points of every tunable kernel's knob space compute what the reference evaluator does."""
+    import portable
+    from portable.tune.tasks import extract_tasks
+
+    monkeypatch.setenv("PORTABLE_STRICT_SCHEDULES", "1")  # a failing point must not fall back silently
+    model, inputs = builder(np.random.default_rng(0))
+    expected = [np.asarray(o) for o in ReferenceEvaluator(model).run(None, inputs)]
+    tasks = extract_tasks(portable.load_onnx(model), "host", min_space=1)
+    assert tasks, f"{name}: no kernel found"
+    for ti, task in enumerate(tasks):
+        COVERED_FAMILIES.add(task.template().family)
+        for knobs in _points(task, n_random, seed=ti):
+            exe = _compile_with(model, task.workload, knobs)
+            used = [k["knobs"] for k in exe.plan.kernels.values() if k["workload"] == task.workload]
+            assert used == [knobs], f"{name}: the compiler did not use knobs {knobs}"
+            got = exe.run(**inputs)
+            for g, e in zip(got, expected):
+                np.testing.assert_allclose(g, e, rtol=2e-4, atol=2e-4,
+                                           err_msg=f"{name} / {task.family} with knobs {knobs}")
+
+
+def test_every_registered_x86_template_was_checked() -> None:
+    """The workloads above reach every registered x86 template (add a workload for a new one)."""
+    from schedules.registry import TEMPLATES, get_template
+
+    get_template("generic", "x86")
+    registered = {fam for fam, tf in TEMPLATES if tf == "x86"}
+    if not COVERED_FAMILIES:
+        pytest.skip("run together with the template-space tests")
+    assert registered <= COVERED_FAMILIES, f"templates without a workload: {registered - COVERED_FAMILIES}"
+
+
+# --------------------------------------------------------------------------------------- search/model
+
+
+def test_search_never_repeats_and_exhausts_space() -> None:
+    """Proposals are distinct, skip measured points, start with the default and cover the space."""
+    from portable.tune.records import knob_id
+    from portable.tune.search import TaskSearch
+
+    space = {"a": [1, 2, 4, 8], "b": [True, False], "c": ["x", "y", "z"]}
+    s = TaskSearch(space, {"a": 2, "b": False, "c": "y"}, seed=1, warmup=4)
+    s.add({"a": 8, "b": True, "c": "z"}, None)  # resumed failure: must never come back
+    seen = [knob_id({"a": 8, "b": True, "c": "z"})]
+    first = True
+    while not s.exhausted:
+        batch = s.propose(5)
+        assert batch, "search stopped before the space was exhausted"
+        if first:
+            assert batch[0] == {"a": 2, "b": False, "c": "y"}
+            first = False
+        for p in batch:
+            kid = knob_id(p)
+            assert kid not in seen
+            seen.append(kid)
+            s.add(p, 1e-3 * p["a"] * (2 if p["b"] else 1))
+    assert len(seen) == 24 == len(set(seen))
+    assert s.best == ({"a": 1, "b": False, "c": s.best[0]["c"]}, 1e-3)
+
+
+def test_cost_model_ranks_a_learnable_function() -> None:
+    """After training on half the points, the model's top pick is among the truly fast ones."""
+    from portable.tune.cost_model import CostModel
+
+    space = {"tile_m": [1, 2, 4, 8, 16], "tile_n": [4, 8, 16, 32], "unroll": [True, False]}
+    pts = [{"tile_m": m, "tile_n": n, "unroll": u} for m in space["tile_m"] for n in space["tile_n"]
+           for u in space["unroll"]]
+
+    def cost(p: dict[str, Any]) -> float:
+        return (abs(np.log2(p["tile_m"] * p["tile_n"]) - 6) + 1) * (0.8 if p["unroll"] else 1.0) * 1e-3
+
+    rng = random.Random(0)
+    rng.shuffle(pts)
+    train, test = pts[:20], pts[20:]
+    model = CostModel(space)
+    model.fit(train, [cost(p) for p in train])
+    assert model.trained
+    pred = model.predict(test)
+    truth = sorted(cost(p) for p in test)
+    assert cost(test[int(np.argmax(pred))]) <= truth[len(truth) // 4]
+
+
+# ------------------------------------------------------------------------------------ measurement
+
+
+@pytest.fixture(scope="module")
+def tiny_matmul_task() -> Any:
+    """A small matmul task on the host."""
+    from portable.tune.tasks import kernel_task
+
+    return kernel_task("matmul", "32x24x16")
+
+
+def _elemwise_task() -> Any:
+    import portable
+    from portable.tune.tasks import extract_tasks
+
+    model, _ = _elemwise(np.random.default_rng(0))
+    return extract_tasks(portable.load_onnx(model), "host")[0]
+
+
+def test_measure_isolates_raising_crashing_and_hanging_candidates(tiny_matmul_task: Any) -> None:
+    """A template error, a segfault and a hang are recorded as failures and measuring goes on."""
+    from portable.tune.measure import MeasureOptions, Measurer
+
+    task = _elemwise_task()
+    with Measurer(MeasureOptions(timeout_s=6, repeat=2, min_repeat_ms=1)) as m:
+        bad = m.measure(task, [{"chunks_per_core": None, "vectorize": True}])[0]
+        assert bad.error and bad.error.startswith("schedule:") and not bad.verified
+        crash = m.measure(task, [task.defaults()], fault="segfault")[0]
+        assert crash.error and "SIGSEGV" in crash.error and crash.median_s is None
+        hang = m.measure(task, [task.defaults()], fault="hang")[0]
+        assert hang.error and hang.error.startswith("timeout")
+        good = m.measure(tiny_matmul_task, [tiny_matmul_task.defaults()])[0]
+        assert good.ok and good.median_s > 0, good.error
+        assert m.restarts == 2
+
+
+def test_outputs_match_detects_wrong_results() -> None:
+    """The candidate check rejects a perturbed output and accepts rounding-level differences."""
+    from portable.tune._worker import outputs_match
+
+    ref = np.random.default_rng(0).standard_normal((16, 16)).astype(np.float32)
+    assert outputs_match(ref * (1 + 1e-6), ref, 1e-3, 1e-3)[0]
+    wrong = ref.copy()
+    wrong[3, 4] += 0.5
+    assert not outputs_match(wrong, ref, 1e-3, 1e-3)[0]
+    assert not outputs_match(ref[:8], ref, 1e-3, 1e-3)[0]
+    assert not outputs_match(np.full_like(ref, np.nan), ref, 1e-3, 1e-3)[0]
+
+
+def test_measure_over_rpc_loopback(tiny_matmul_task: Any) -> None:
+    """Candidates are uploaded to a tvm.rpc server and timed by the remote time_evaluator."""
+    from tvm import rpc
+
+    from portable.tune.measure import MeasureOptions, Measurer
+
+    server = rpc.Server(host="127.0.0.1", port=9190, port_end=9390)
+    try:
+        with Measurer(MeasureOptions(timeout_s=60, repeat=2, min_repeat_ms=1),
+                      rpc=("127.0.0.1", server.port)) as m:
+            space = tiny_matmul_task.space()
+            other = {k: v[-1] for k, v in space.items()}
+            res = m.measure(tiny_matmul_task, [tiny_matmul_task.defaults(), other])
+    finally:
+        server.terminate()
+    for r in res:
+        assert r.ok and r.median_s > 0, r.error
+
+
+# ------------------------------------------------------------------------------------------ logs
+
+
+def _rec(workload: str, secs: float | None, knobs: dict[str, Any], verified: bool = True,
+         error: str | None = None, target: str = "tgt/c2", family: str = "matmul",
+         shape: list[list[int]] | None = None) -> Any:
+    from portable.tune.records import make_record
+
+    return make_record(workload, family, target, knobs, median_s=secs, std_s=0.0 if secs else None,
+                       verified=verified, error=error, shape=shape or [[4, 4], [4, 4], [4, 4]],
+                       dtypes=["float32"] * 3)
+
+
+def test_log_append_truncated_line_merge_prune_best(tmp_path: Any) -> None:
+    """Appends survive a torn last line; merge dedupes; prune and best keep the fastest verified."""
+    from portable.tune.records import (append_record, best, load_records, logs_digest, merge, prune,
+                                       write_records)
+
+    log = str(tmp_path / "a.jsonl")
+    r1 = _rec("w1", 3e-3, {"t": 1})
+    r2 = _rec("w1", 1e-3, {"t": 2})
+    r3 = _rec("w1", 1e-4, {"t": 3}, verified=False)  # faster but wrong: never best
+    r4 = _rec("w1", None, {"t": 4}, verified=False, error="crash: signal SIGSEGV")
+    r5 = _rec("w2", 2e-3, {"t": 1})
+    for r in (r1, r2, r3, r4):
+        append_record(log, r)
+    d0 = logs_digest([log])
+    with open(log, "ab") as f:  # a writer killed mid-line
+        f.write(r5.to_json().encode()[:25])
+    assert logs_digest([log]) != d0
+    with pytest.warns(UserWarning, match="truncated last line"):
+        assert [r.knobs for r in load_records(log)] == [{"t": 1}, {"t": 2}, {"t": 3}, {"t": 4}]
+    append_record(log, r5)  # must start on a fresh line
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = load_records(log)
+    assert [(r.workload, r.knobs) for r in loaded][-1] == ("w2", {"t": 1})
+    assert len(loaded) == 5 and any("garbled" in str(w.message) for w in caught)
+
+    b = best(loaded)
+    assert b[("w1", "tgt/c2")].knobs == {"t": 2} and b[("w2", "tgt/c2")].knobs == {"t": 1}
+
+    other = str(tmp_path / "b.jsonl")
+    r6 = _rec("w2", 5e-4, {"t": 7})
+    write_records(other, [r1, r6])  # r1 duplicates a record of the first log
+    out = str(tmp_path / "merged.jsonl")
+    with pytest.warns(UserWarning):
+        assert merge([log, other], out) == 6
+    assert prune(out, keep=1) == 2
+    kept = {r.workload: r for r in load_records(out)}
+    assert kept["w1"].knobs == {"t": 2} and kept["w2"].knobs == {"t": 7}
+
+
+def test_logs_cli_show_best_merge_prune(tmp_path: Any, capsys: Any) -> None:
+    """``portable logs`` subcommands print and rewrite logs."""
+    from portable.tune.cli import add_commands
+    from portable.tune.records import load_records, write_records
+
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers(dest="command"))
+    a, b = str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")
+    write_records(a, [_rec("w1", 3e-3, {"t": 1}), _rec("w1", 1e-3, {"t": 2})])
+    write_records(b, [_rec("w9", 2e-3, {"t": 5})])
+    args = parser.parse_args(["logs", "best", a, b])
+    assert args.fn(args) == 0
+    shown = capsys.readouterr().out
+    assert "w1" in shown and "w9" in shown and '"t":2' in shown and '"t":1' not in shown
+    out = str(tmp_path / "m.jsonl")
+    args = parser.parse_args(["logs", "merge", a, b, "--out", out])
+    assert args.fn(args) == 0 and len(load_records(out)) == 3
+    args = parser.parse_args(["logs", "prune", out])
+    assert args.fn(args) == 0 and sorted(r.median_s for r in load_records(out)) == [1e-3, 2e-3]
+
+
+# ---------------------------------------------------------------------------------- knob lookup
+
+
+def _space_point(space: dict[str, list[Any]], pick: int, *others: dict[str, list[Any]]) -> dict[str, Any]:
+    """A deterministic point valid in ``space`` and every space of ``others``: the ``pick``-th common value."""
+    point = {}
+    for k, values in space.items():
+        common = [v for v in values if all(v in o.get(k, []) for o in others)]
+        assert common, f"knob {k} has no value common to the spaces"
+        point[k] = common[pick % len(common)]
+    return point
+
+
+def test_lookup_exact_then_transfer_then_none(tmp_path: Any) -> None:
+    """Exact best record wins; an untuned shape takes the nearest valid tuned shape; else None."""
+    import portable
+    from portable.compiler.lower import lower_group
+    from portable.compiler.fuse import fuse
+    from portable.tune.records import default_knob_lookup, func_signature, write_records
+    from portable.tune.tasks import kernel_task, matmul_graph
+
+    t64 = kernel_task("matmul", "64x64x64")
+    t16 = kernel_task("matmul", "16x16x16")
+    space = t64.space()
+    if sum(len(v) > 1 for v in space.values()) == 0:
+        pytest.skip("matmul template has no knobs")
+    s72, s20 = kernel_task("matmul", "72x64x64").space(), kernel_task("matmul", "20x16x16").space()
+    k_slow, k_fast = _space_point(space, 1, s72), _space_point(space, 2, s72)
+    k_far = _space_point(t16.space(), 3, s20, s72)
+    key = t64.target.key
+    log = str(tmp_path / "logs.jsonl")
+    write_records(log, [
+        _rec(t64.workload, 2e-3, k_slow, target=key, shape=t64.shape),
+        _rec(t64.workload, 1e-3, k_fast, target=key, shape=t64.shape),
+        _rec(t64.workload, 1e-5, _space_point(space, 4), verified=False, target=key, shape=t64.shape),
+        _rec(t16.workload, 1e-3, k_far, target=key, shape=t16.shape),
+        _rec(t64.workload, 1e-6, _space_point(space, 5), target="other/c2", shape=t64.shape),
+    ])
+    lookup = default_knob_lookup([log])
+
+    def kernel_of(spec: str) -> Any:
+        g = matmul_graph(spec)
+        return lower_group(g, fuse(g)[0], 0)
+
+    tgt = t64.target
+    assert lookup(kernel_of("64x64x64"), tgt) == k_fast
+    k72 = kernel_of("72x64x64")  # nearest tuned shape: 64^3 (not 16^3)
+    assert func_signature(k72.func)[0] == [[72, 64], [64, 64], [72, 64]]
+    assert lookup(k72, tgt) == k_fast
+    assert lookup(kernel_of("20x16x16"), tgt) == k_far
+    assert lookup(kernel_of("64x64x64"), portable.targets.resolve_target("x86-avx512")) is None
+    assert default_knob_lookup([str(tmp_path / "none.jsonl")])(kernel_of("64x64x64"), tgt) is None
+    # a record whose knob value is not a point of this kernel's space is never transferred
+    bad = dict(k_fast)
+    bad[next(iter(bad))] = "no-such-value"
+    write_records(log, [_rec(t64.workload, 1e-3, bad, target=key, shape=t64.shape),
+                        _rec(t16.workload, 1e-3, k_far, target=key, shape=t16.shape)])
+    assert default_knob_lookup([log])(k72, tgt) == k_far
+
+
+# -------------------------------------------------------------------------------------- end to end
+
+
+def test_tune_tiny_matmul_end_to_end_then_compile_uses_best(tmp_path: Any, monkeypatch: Any) -> None:
+    """Tune a tiny matmul, resume without re-measuring, and compile with the best logged knobs."""
+    import portable
+    from portable.tune import tune_kernel
+    from portable.tune.measure import MeasureOptions
+    from portable.tune.records import knob_id, load_records
+
+    monkeypatch.setenv("PORTABLE_TUNING_DIR", str(tmp_path / "user"))
+    log = str(tmp_path / "user" / "tuning.jsonl")
+    opts = MeasureOptions(repeat=3, min_repeat_ms=2, timeout_s=60)
+    s1 = tune_kernel("matmul", "32x24x16", trials=6, batch_size=3, log=log, progress=False, options=opts)
+    assert s1["trials"] == 6
+    (t,) = s1["tasks"]
+    assert t["default_s"] and t["best_s"] and t["best_s"] <= t["default_s"]
+    s2 = tune_kernel("matmul", "32x24x16", trials=3, batch_size=3, log=log, progress=False, options=opts)
+    assert s2["tasks"][0]["resumed"] == 6
+    recs = load_records(log)
+    assert len(recs) == 9 and len({knob_id(r.knobs) for r in recs}) == 9, "a point was measured twice"
+    assert all(r.verified for r in recs), [r.error for r in recs]
+    best = min(recs, key=lambda r: r.median_s)
+
+    a = np.random.default_rng(1).standard_normal((32, 16)).astype(np.float32)
+    b = np.random.default_rng(2).standard_normal((16, 24)).astype(np.float32)
+    model = make_model([helper.make_node("MatMul", ["a", "b"], ["y"])], {"a": a}, ["y"], {"b": b})
+    exe = portable.compile(model, cache=False)
+    used = [k["knobs"] for k in exe.plan.kernels.values() if k["workload"] == best.workload]
+    assert used == [best.knobs]
+    np.testing.assert_allclose(exe.run(a=a)[0], a @ b, rtol=1e-4, atol=1e-4)
+
+
+def test_tasks_of_a_model_are_weighted_by_occurrence() -> None:
+    """Two identical matmuls in a model are one task of weight 2; workload keys match the compiler's."""
+    from portable.tune.tasks import extract_tasks
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 16)).astype(np.float32)
+    w1, w2 = (rng.standard_normal((16, 16)).astype(np.float32) for _ in range(2))
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("MatMul", ["h", "w2"], ["y"])]
+    model = make_model(nodes, {"x": x}, ["y"], {"w1": w1, "w2": w2})
+    tasks = extract_tasks(model, "host")
+    mm = [t for t in tasks if t.family == "matmul"]
+    assert len(mm) == 1 and mm[0].weight == 2 and mm[0].flops == pytest.approx(2 * 8 * 16 * 16, rel=0.5)
+    import portable
+
+    exe = portable.compile(model, cache=False)
+    assert mm[0].workload in {k["workload"] for k in exe.plan.kernels.values()}
