@@ -257,7 +257,7 @@ def _i64(*v: int) -> np.ndarray:
 
 MOVES = [
     ("Transpose", {"perm": [2, 0, 1]}, {}),
-    ("Reshape", {}, {"shape": _i64(4, -1)}),
+    ("Reshape", {}, {"shape": _i64(5, -1)}),
     ("Flatten", {"axis": 2}, {}),
     ("Squeeze", {}, {"axes": _i64(1)}),
     ("Unsqueeze", {}, {"axes": _i64(0, 3)}),

@@ -103,8 +103,14 @@ def compile_graph(graph: Graph, target: str | TargetInfo | None = "host",
     mod = tvm.IRModule(funcs)
     t1 = time.perf_counter()
     lib = tvm.compile(mod, target=tgt.tvm())
+    so_path = None
     if tgt.host_runnable:
-        lib.jit()  # link now, so compile time is honest and the first run is not slow
+        # link to a shared library now: the first run is then not slow (lazy JIT), save() just copies it
+        import tempfile
+
+        so_path = os.path.join(tempfile.mkdtemp(prefix="portable-"), "kernels.so")
+        lib.export_library(so_path)
+        lib = tvm.runtime.load_module(so_path)
     t2 = time.perf_counter()
     log.info("compiled %d kernels (%d groups) in %.1fs (schedule %.1fs, codegen %.1fs)",
              len(funcs), len(groups), t2 - t0, t1 - t0, t2 - t1)
@@ -129,7 +135,7 @@ def compile_graph(graph: Graph, target: str | TargetInfo | None = "host",
         kernels={f: {k: v for k, v in info.items() if k != "layout_rewrites"} for f, info in kernel_info.items()},
         version=__version__,
     )
-    return Executable(lib, plan, constants, tgt)
+    return Executable(lib, plan, constants, tgt, so_path)
 
 
 def cache_key(parts: list[bytes]) -> str:

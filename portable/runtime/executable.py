@@ -73,8 +73,10 @@ def _json_default(o: Any) -> Any:
 class Executable:
     """A compiled model: ``run`` it, ``save`` it, or inspect its inputs and outputs."""
 
-    def __init__(self, lib: Any, plan: Plan, constants: dict[str, np.ndarray], target: TargetInfo):
+    def __init__(self, lib: Any, plan: Plan, constants: dict[str, np.ndarray], target: TargetInfo,
+                 so_path: str | None = None):
         self.lib = lib
+        self.so_path = so_path
         self.plan = plan
         self.constants = constants
         self.target = target
@@ -245,8 +247,9 @@ class Executable:
     def save(self, path: str) -> None:
         """Write a self-contained .ptb file (zip: kernels.so, plan.json, constants.npz)."""
         with tempfile.TemporaryDirectory() as tmp:
-            so = os.path.join(tmp, "kernels.so")
-            export_library(self.lib, so, self.target)
+            so = self.so_path or os.path.join(tmp, "kernels.so")
+            if not self.so_path:
+                export_library(self.lib, so, self.target)
             buf = io.BytesIO()
             np.savez(buf, **{f"c{i}": v for i, v in enumerate(self.constants.values())})
             names = list(self.constants)
@@ -286,4 +289,4 @@ def load(path: str) -> Executable:
             f.write(z.read("kernels.so"))
     target = resolve_target(plan.target)
     lib = tvm.runtime.load_module(so) if target.host_runnable else None
-    return Executable(lib, plan, constants, target)
+    return Executable(lib, plan, constants, target, so)

@@ -83,6 +83,15 @@ def outputs_match(got: np.ndarray, ref: np.ndarray, rtol: float, atol: float) ->
     return bool(ok), f"max abs error {err:.3g} (mean |ref| {scale:.3g})"
 
 
+def apply_layout_rewrite(rewrite: Any, arr: np.ndarray) -> np.ndarray:
+    """A constant in the layout a template chose (``.apply(numpy)`` rewrites, or a tvm IndexMap)."""
+    if hasattr(rewrite, "apply"):
+        return np.ascontiguousarray(rewrite.apply(arr))
+    import tvm
+
+    return rewrite.map_tensor(tvm.runtime.tensor(arr)).numpy()
+
+
 class Worker:
     """State of one worker process: registered tasks, their inputs and reference outputs."""
 
@@ -118,14 +127,8 @@ class Worker:
 
     def arguments(self, task: dict[str, Any], rewrites: dict[int, Any]) -> list[np.ndarray]:
         """The task's inputs (with the candidate's constant layout rewrites applied)."""
-        import tvm
-
-        args = []
-        for i, arr in enumerate(task["inputs"]):
-            if i in rewrites:
-                arr = rewrites[i].map_tensor(tvm.runtime.tensor(arr)).numpy()
-            args.append(arr)
-        return args
+        return [apply_layout_rewrite(rewrites[i], arr) if i in rewrites else arr
+                for i, arr in enumerate(task["inputs"])]
 
     # ------------------------------------------------------------------------------------------ run
     def run(self, task: dict[str, Any], ex: Any, inputs: list[np.ndarray], timing: bool) -> tuple[list, list]:
