@@ -31,5 +31,24 @@ def load(path: str) -> Any:
     return _load(path)
 
 
-__all__ = ["Graph", "InputError", "ModelError", "PortableError", "UnsupportedOperatorError",
+_LAZY = {
+    "tune": ("portable.tune", None),  # the package itself is callable: portable.tune(model, ...)
+    "Trainer": ("portable.train", "Trainer"),
+    "grad": ("portable.train", "grad"),
+    "optim": ("portable.optim", None),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy attributes: tuning and training load only when used (they import xgboost, etc.)."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'portable' has no attribute {name!r}")
+    import importlib
+
+    module_name, attr = _LAZY[name]
+    module = importlib.import_module(module_name)
+    return module if attr is None else getattr(module, attr)
+
+
+__all__ = ["Trainer", "grad", "optim", "tune", "Graph", "InputError", "ModelError", "PortableError", "UnsupportedOperatorError",
            "compile", "load", "load_onnx", "__version__"]

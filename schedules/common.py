@@ -79,20 +79,22 @@ def parallel_outer(sch: Schedule, blk, num_spatial: int, min_chunks: int) -> obj
     return fused
 
 
-def vectorize_inner(sch: Schedule, blk, lanes: int) -> bool:  # type: ignore[no-untyped-def]
-    """Vectorize the innermost spatial loop by ``lanes`` (or its whole extent if it is small)."""
+def vectorize_inner(sch: Schedule, blk, lanes: int, loop=None) -> bool:  # type: ignore[no-untyped-def]
+    """Vectorize ``loop`` (default: the block's innermost) by the widest of lanes, lanes/2, lanes/4
+    dividing its extent, or whole if it is no longer than a register."""
     loops = sch.get_loops(blk)
     if not loops or is_reduction(sch, blk):
         return False
-    inner = loops[-1]
+    inner = loops[-1] if loop is None else loop
     ext = loop_extent(sch, inner)
-    if ext % lanes == 0 and ext > lanes:
-        _, vi = sch.split(inner, [None, lanes])
-        sch.vectorize(vi)
-        return True
-    if ext in (lanes, lanes // 2, lanes // 4) and ext >= 4:
+    if 4 <= ext <= lanes:
         sch.vectorize(inner)
         return True
+    for width in (lanes, lanes // 2, lanes // 4):
+        if width >= 4 and ext % width == 0:
+            _, vi = sch.split(inner, [None, width])
+            sch.vectorize(vi)
+            return True
     return False
 
 

@@ -77,6 +77,17 @@ class GradBuilder:
         """Append a single-output node; returns its output name."""
         return self.emit(op_type, list(inputs), attrs)[0]
 
+    def output_infos(self, node: Node) -> list[TensorInfo]:
+        """Shapes and dtypes of every output of an existing node (including pruned unused ones)."""
+        probe = Node(node.op, node.name, list(node.inputs), [f"{node.name}::probe{i}" for i in range(16)],
+                     node.attrs, node.opset)
+        saved = dict(self.graph.values)
+        try:
+            self._infer(probe)
+            return [self.graph.values[o] for o in probe.outputs]
+        finally:
+            self.graph.values = saved
+
     def _infer(self, node: Node) -> None:
         op = REGISTRY[node.op]
         args: list[Any] = []

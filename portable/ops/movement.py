@@ -141,6 +141,7 @@ def _int_index(idx: "tirx.PrimExpr", dim: int) -> "tirx.PrimExpr":
 
 
 def _int_dtype(t: te.Tensor, attrs: Attrs, what: str) -> None:
+    """Fail unless ``t`` holds integers."""
     if not str(t.dtype).startswith(("int", "uint")):
         raise attrs.fail(f"input '{what}' must be an integer tensor, got {t.dtype}")
 
@@ -272,6 +273,7 @@ def concat(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
 
 
 def _slice_axis(x: te.Tensor, axis: int, start: int, length: int, step: int, name: str) -> te.Tensor:
+    """``length`` elements of ``x`` along ``axis`` from ``start`` by ``step``."""
     s = list(shape_of(x))
     s[axis] = length
     return _inj(s, lambda *i: x[i[:axis] + (start + i[axis] * step,) + i[axis + 1:]], name)
@@ -430,27 +432,25 @@ def _pad_params(ins: Sequence, attrs: Attrs, rank: int) -> tuple[list[int], list
     return begin, end
 
 
-def _into_period(i: "tirx.PrimExpr", period: int, lo: int, hi: int) -> "tirx.PrimExpr":
-    """``i mod period`` for ``i`` in ``[lo, hi)``, as a chain of selects.
+def _into_period(i: "tirx.PrimExpr", period: int, lo: int) -> "tirx.PrimExpr":
+    """``i mod period`` for ``i >= lo``.
 
-    ``floormod(i, n)`` of a shifted index is avoided on purpose: TVM 0.27's FlattenBuffer
-    mis-simplifies ``(f % 8 + 2) % 4`` to ``f % 4`` once loops are fused (seen on Pad 'wrap').
+    Written as ``truncmod`` of a shifted, non-negative index on purpose: TVM 0.27's FlattenBuffer
+    mis-simplifies ``floormod`` of an offset index once loops are fused (``(f % 8 + 2) % 4``
+    becomes ``f % 4``), which broke Pad 'wrap'; ``truncmod`` is left alone.
     """
-    for _ in range(-(-max(-lo, 0) // period)):
-        i = tirx.Select(i < 0, i + period, i)
-    for _ in range(max(hi - 1, 0) // period):
-        i = tirx.Select(i >= period, i - period, i)
-    return i
+    shift = -(-max(-lo, 0) // period) * period
+    return tirx.truncmod(i + shift, period)
 
 
-def _pad_source(i: "tirx.PrimExpr", n: int, mode: str, lo: int, hi: int) -> "tirx.PrimExpr":
-    """Input coordinate read by padded coordinate ``i`` (shifted by the begin pad, in ``[lo, hi)``)."""
+def _pad_source(i: "tirx.PrimExpr", n: int, mode: str, lo: int) -> "tirx.PrimExpr":
+    """Input coordinate read by padded coordinate ``i`` (shifted by the begin pad, ``i >= lo``)."""
     if mode == "edge" or n == 1:
         return tirx.max(tirx.min(i, n - 1), 0)
     if mode == "wrap":
-        return _into_period(i, n, lo, hi)
+        return _into_period(i, n, lo)
     period = 2 * (n - 1)
-    j = _into_period(i, period, lo, hi)
+    j = _into_period(i, period, lo)
     return tirx.Select(j >= n, period - j, j)
 
 
@@ -474,7 +474,7 @@ def pad(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
         for d in padded:
             src[d] = i[d] - begin[d]
         if mode != "constant":
-            return x[tuple(_pad_source(src[d], s[d], mode, -begin[d], s[d] + end[d]) if d in padded else src[d]
+            return x[tuple(_pad_source(src[d], s[d], mode, -begin[d]) if d in padded else src[d]
                            for d in range(len(s)))]
         inside = [tirx.all(src[d] >= 0, src[d] < s[d]) for d in padded if begin[d] > 0 or end[d] > 0]
         if not inside:
@@ -506,6 +506,7 @@ _NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 
 
 def _f64(v: float) -> "tirx.PrimExpr":
+    """A float64 immediate (resize coordinates are computed in double, like the reference)."""
     return tirx.const(float(v), "float64")
 
 
@@ -606,6 +607,7 @@ def _resize_geometry(x: te.Tensor, attrs: Attrs, scales: np.ndarray | None,
 
 
 def _nonempty(v: np.ndarray | None) -> np.ndarray | None:
+    """``v``, or None when it is absent or an empty placeholder tensor."""
     return v if v is not None and v.size > 0 else None
 
 
@@ -632,6 +634,7 @@ def resize(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
 
 
 def _check_resize_attrs(attrs: Attrs, mode: str, coord: str, nearest_mode: str) -> None:
+    """Reject Resize attribute values portable does not implement, naming them."""
     if coord not in _COORD_MODES:
         raise attrs.fail(f"coordinate_transformation_mode {coord!r} is not supported (supported: {_COORD_MODES})")
     if nearest_mode not in _NEAREST_MODES:
@@ -642,6 +645,7 @@ def _check_resize_attrs(attrs: Attrs, mode: str, coord: str, nearest_mode: str) 
 
 def _resize(x: te.Tensor, attrs: Attrs, mode: str, coord: str, nearest_mode: str,
             scales: np.ndarray | None, sizes: np.ndarray | None) -> te.Tensor:
+    """Shared Resize/Upsample body: validate the mode, derive the geometry, build the compute."""
     if mode not in ("nearest", "linear"):
         raise attrs.fail(f"mode {mode!r} is not supported (nearest and linear are)")
     out, factors = _resize_geometry(x, attrs, scales, sizes)

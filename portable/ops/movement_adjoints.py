@@ -64,8 +64,7 @@ def _split_adj(b, node, g):  # type: ignore[no-untyped-def]
     x = node.inputs[0]
     axis = _axis(node, len(b.shape(x)))
     parts = []
-    for out, gi in zip(node.outputs, g):
-        info = b.info(out)
+    for info, gi in zip(b.output_infos(node), g):
         parts.append(gi if gi is not None else b.const(np.zeros(info.shape, info.dtype), hint="zero"))
     return [b.op("Concat", *parts, axis=axis) if len(parts) > 1 else parts[0], None]
 

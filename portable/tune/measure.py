@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
 from .records import Record, make_record
 from .tasks import Task
@@ -221,12 +221,14 @@ class Measurer:
                 "dtypes": task.dtypes, "seed": self.options.seed, "runner": self._runner(),
                 "options": asdict(self.options)}
 
-    def measure(self, task: Task, candidates: list[dict[str, Any]], fault: str | None = None) -> list[MeasureResult]:
+    def measure(self, task: Task, candidates: list[dict[str, Any]], fault: str | None = None,
+                on_result: Callable[[MeasureResult], None] | None = None) -> list[MeasureResult]:
         """Measure each knob assignment of ``task``; never raises for a bad candidate.
 
-        ``fault`` ("segfault", "hang" or "raise") makes the worker fail on purpose (for tests).
+        ``on_result`` is called with each result as soon as it is known. ``fault`` ("segfault",
+        "hang" or "raise") makes the worker fail on purpose (for tests).
         """
-        results = []
+        results: list[MeasureResult] = []
         for knobs in candidates:
             worker = self._ensure(task)
             msg = {"op": "measure", "task_id": f"{task.workload}@{task.target.key}", "knobs": knobs,
@@ -235,11 +237,14 @@ class Measurer:
             if isinstance(reply, str):  # crash or timeout: the worker is gone
                 self._worker = None
                 self.restarts += 1
-                results.append(MeasureResult(dict(knobs), error=reply))
-                continue
-            results.append(MeasureResult(dict(knobs), median_s=reply.get("median_s"), std_s=reply.get("std_s"),
-                                         verified=bool(reply.get("verified")), error=reply.get("error"),
-                                         build_s=float(reply.get("build_s", 0.0))))
+                res = MeasureResult(dict(knobs), error=reply)
+            else:
+                res = MeasureResult(dict(knobs), median_s=reply.get("median_s"), std_s=reply.get("std_s"),
+                                    verified=bool(reply.get("verified")), error=reply.get("error"),
+                                    build_s=float(reply.get("build_s", 0.0)))
+            results.append(res)
+            if on_result is not None:
+                on_result(res)
         return results
 
 

@@ -154,15 +154,14 @@ class TaskScheduler:
         cands = st.search.propose(n) if n > 0 else []
         if not cands:
             return
+        defaults_id = _kid(st.search.defaults)
         try:
-            results = self.measurer.measure(st.task, cands)
+            self.measurer.measure(st.task, cands,
+                                  on_result=lambda res: self._record(st, res, _kid(res.knobs) == defaults_id))
         except MeasureError as exc:
             st.error = str(exc)
             log.warning("skipping task %s: %s", st.task.name, exc)
             return
-        defaults_id = _kid(st.search.defaults)
-        for res in results:
-            self._record(st, res, _kid(res.knobs) == defaults_id)
         self.curve.append((self.used, time.monotonic() - start, self.weighted_best()))
 
     def _record(self, st: TaskState, res: MeasureResult, is_default: bool) -> None:

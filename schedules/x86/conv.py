@@ -23,7 +23,7 @@ from tvm.s_tir import Schedule
 from tvm.s_tir.schedule import ScheduleError
 
 from ..layout import SplitAxisRewrite
-from ..common import block_name, blocks, divisors, inline_all, loop_extent, output_blocks
+from ..common import block_name, blocks, divisors, inline_all, loop_extent, output_blocks, vectorize_inner
 from ..registry import ScheduleContext, Template, register_template
 from .generic import GenericX86
 
@@ -69,14 +69,25 @@ def _param_index(sch: Schedule, blk: Any, read_idx: int) -> int | None:
 
 
 def _schedule_pad(sch: Schedule, ctx: ScheduleContext) -> None:
-    """Materialised padding: parallel over (n, c), vectorised along the row."""
+    """Materialised padding without per-element bounds checks.
+
+    ``decompose_padding`` splits the stage into a constant fill and an interior copy; both are then
+    plain streams (memset / memcpy-like) vectorised over the fused rows, parallel over (n, c).
+    """
     for blk in blocks(sch):
-        if block_name(sch, blk).startswith("pad"):
-            loops = sch.get_loops(blk)
-            sch.parallel(sch.fuse(*loops[:2]))
-            if loop_extent(sch, loops[-1]) >= ctx.lanes:
-                _, vi = sch.split(loops[-1], [None, ctx.lanes])
-                sch.vectorize(vi)
+        if not block_name(sch, blk).startswith("pad"):
+            continue
+        loops = sch.get_loops(blk)
+        outer = sch.fuse(*loops[:2])
+        sch.parallel(outer)
+        try:
+            fill = sch.decompose_padding(blk, sch.get_loops(blk)[1])
+        except ScheduleError:
+            fill = None
+        for part in (fill, blk):
+            if part is not None:
+                inner = sch.get_loops(part)[1:]
+                vectorize_inner(sch, part, ctx.lanes, sch.fuse(*inner) if len(inner) > 1 else inner[0])
 
 
 class Conv2dX86(Template):
@@ -89,7 +100,10 @@ class Conv2dX86(Template):
         """oc_block, ow_block, inline_pad (depthwise: ow_block, inline_pad)."""
         d = _conv_dims(sch, ctx)
         if _is_depthwise(d):
-            return {"ow_block": _ow_blocks(d["ow"], 2 * ctx.lanes), "inline_pad": [False, True]}
+            # a strided row is a gather (no x86 strided load): scalar, unrolled FMAs beat it
+            strided = any(s > 1 for s in ctx.anchor_attrs.get("strides", [1, 1]))
+            return {"ow_block": _ow_blocks(d["ow"], 2 * ctx.lanes), "inline_pad": [False, True],
+                    "vectorize": [not strided, strided]}
         limit = 14 if ctx.lanes >= 16 else 6
         return {"oc_block": _oc_blocks(d["ocg"], ctx.lanes), "ow_block": _ow_blocks(d["ow"], limit),
                 "inline_pad": [False, True]}
@@ -148,7 +162,10 @@ class Conv2dX86(Template):
         c_oc, c_oh, c_ow, rc, ry, rx = sch.get_loops(conv)[-6:]
         sch.reorder(rc, ry, rx, c_oc, c_oh, c_ow)
         sch.set_scope(conv, 0, "local")
-        sch.vectorize(c_ow)
+        if knobs["vectorize"]:
+            sch.vectorize(c_ow)
+        else:
+            sch.unroll(c_ow)
         sch.decompose_reduction(conv, rc)
         sch.vectorize(owi)
 
