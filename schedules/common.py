@@ -86,6 +86,8 @@ def vectorize_inner(sch: Schedule, blk, lanes: int, loop=None) -> bool:  # type:
     if not loops or is_reduction(sch, blk):
         return False
     inner = loops[-1] if loop is None else loop
+    if len(sch.get_child_blocks(inner)) > 1:
+        return False  # other blocks (e.g. a reduction computed at this loop) nest here: not a vector lane
     ext = loop_extent(sch, inner)
     if 4 <= ext <= lanes:
         sch.vectorize(inner)

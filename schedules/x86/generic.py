@@ -45,7 +45,7 @@ class GenericX86(Template):
         first = outs[0]
         outer = None
         if len(outs) == 1:
-            outer = parallel_outer(sch, first, spatial_loop_count(sch, first), min_chunks)
+            outer = parallel_outer(sch, first, _shared_leading_dims(sch, first), min_chunks)
             others = [b for b in blocks(sch) if block_name(sch, b) != block_name(sch, first)]
             placed = []
             for blk in reversed(others):
@@ -72,6 +72,25 @@ class GenericX86(Template):
                     parallel_outer(sch, blk, spatial_loop_count(sch, blk), min_chunks)
                 except ScheduleError:
                     pass
+
+
+def _shared_leading_dims(sch: Schedule, out) -> int:  # type: ignore[no-untyped-def]
+    """Leading output dims that every reduction feeding the output also has.
+
+    Fusing further (into a softmax's normalised axis, say) would make each output element
+    recompute its row's max and sum once the reductions are computed under that loop.
+    """
+    n = spatial_loop_count(sch, out)
+    out_shape = [int(d) for d in sch.get(out).writes[0].source.shape]
+    for blk in blocks(sch):
+        if blk is out or not is_reduction(sch, blk) or block_name(sch, blk) == block_name(sch, out):
+            continue
+        red_shape = [int(d) for d in sch.get(blk).writes[0].source.shape]
+        k = 0
+        while k < min(len(red_shape), len(out_shape)) and red_shape[k] == out_shape[k]:
+            k += 1
+        n = min(n, max(1, k))
+    return n
 
 
 def _has_parallel(sch: Schedule, loops: list) -> bool:
