@@ -95,22 +95,24 @@ def resnet18(batch: int) -> tuple[onnx.ModelProto, tuple, int]:
 
 
 MODELS: dict[str, Callable[[int], tuple]] = {"mlp": mlp, "cnn": cnn, "resnet18": resnet18}
-BATCH = {"mlp": 64, "cnn": 32, "resnet18": 8}
+BATCH = 8
+THREADS = 2
 
 
-def _time(fn: Callable[[], Any], repeat: int) -> float:
-    fn()
-    fn()
-    best = float("inf")
+def _time(fn: Callable[[], Any], repeat: int, warmup: int = 3) -> float:
+    """Median wall-clock seconds of ``repeat`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
     for _ in range(repeat):
         t = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
 
 
 def bench_portable(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, repeat: int) -> tuple[float, float]:
-    """(compile seconds, best step seconds) with SGD momentum."""
+    """(compile seconds, median step seconds) with SGD momentum."""
     import portable
     from portable.optim import SGD
     from portable.train import Trainer
@@ -124,12 +126,12 @@ def bench_portable(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, repeat:
 
 
 def bench_torch(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, repeat: int) -> float | None:
-    """Best step seconds of the same network in torch eager (None when torch is missing)."""
+    """Median step seconds of the same network in torch eager (None when torch is missing)."""
     try:
         import torch
     except ImportError:
         return None
-    torch.set_num_threads(int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1)))
+    torch.set_num_threads(THREADS)
     inits = {i.name: torch.tensor(numpy_helper.to_array(i).copy()) for i in model.graph.initializer}
     params = [v.requires_grad_() for k, v in inits.items() if k.endswith((".w", ".s", ".b")) or k[0] in "WbF"]
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
@@ -178,20 +180,23 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=10)
     args = ap.parse_args()
     os.environ.setdefault("PORTABLE_NO_CACHE", "1")
+    os.environ["TVM_NUM_THREADS"] = str(THREADS)
     rows = []
     for name in args.models:
-        model, xshape, classes = MODELS[name](BATCH[name])
+        model, xshape, classes = MODELS[name](BATCH)
         rng = np.random.default_rng(1)
         x = rng.standard_normal(xshape).astype(np.float32)
         y = rng.integers(0, classes, xshape[0]).astype(np.int64)
         compile_s, ours = bench_portable(model, x, y, args.repeat)
         theirs = bench_torch(model, x, y, args.repeat)
-        rows.append({"model": name, "batch": BATCH[name], "portable_step_ms": ours * 1e3,
-                     "portable_compile_s": compile_s, "torch_step_ms": None if theirs is None else theirs * 1e3})
+        rows.append({"model": name, "batch": BATCH, "portable_step_ms": ours * 1e3,
+                     "portable_compile_s": compile_s, "torch_step_ms": None if theirs is None else theirs * 1e3,
+                     "ratio": None if theirs is None else ours / theirs})
         print(json.dumps(rows[-1]))
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "training.json"), "w") as f:
-        json.dump({"threads": os.environ.get("TVM_NUM_THREADS"), "results": rows}, f, indent=2)
+        json.dump({"threads": THREADS, "statistic": f"median of {args.repeat} after 3 warm-up steps",
+                   "results": rows}, f, indent=2)
     try:
         import matplotlib
 

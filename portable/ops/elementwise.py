@@ -15,6 +15,7 @@ from onnx import helper
 import tvm
 from tvm import te, tirx
 
+from . import fastmath
 from .common import broadcast_index, broadcast_shape, const
 from .registry import Attrs, Pattern, register, shape_of
 
@@ -72,13 +73,13 @@ def _pow(a: Expr, b: Expr) -> Expr:
 
 def _sigmoid(x: Expr) -> Expr:
     one = _float(x, 1.0)
-    return one / (one + te.exp(-x))
+    return one / (one + fastmath.exp(-x))
 
 
 def _softplus(x: Expr) -> Expr:
     # log(1 + exp(x)) computed without overflow: max(x, 0) + log1p(exp(-|x|))
     zero = _float(x, 0.0)
-    return te.max(x, zero) + tirx.log1p(te.exp(-te.abs(x)))
+    return te.max(x, zero) + tirx.log1p(fastmath.exp(-te.abs(x)))
 
 
 _binary("Add", lambda a, b: a + b)
@@ -118,7 +119,7 @@ def _mod(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
 _unary("Neg", lambda x, a: -x)
 _unary("Abs", lambda x, a: te.abs(x))
 _unary("Sqrt", lambda x, a: te.sqrt(x))
-_unary("Exp", lambda x, a: te.exp(x))
+_unary("Exp", lambda x, a: fastmath.exp(x))
 _unary("Log", lambda x, a: te.log(x))
 _unary("Reciprocal", lambda x, a: _float(x, 1.0) / x)
 _unary("Floor", lambda x, a: te.floor(x))
@@ -127,8 +128,8 @@ _unary("Round", lambda x, a: te.nearbyint(x))
 _unary("Sign", lambda x, a: tirx.Select(x > 0, _float(x, 1), tirx.Select(x < 0, _float(x, -1), _float(x, 0))))
 _unary("Sin", lambda x, a: te.sin(x))
 _unary("Cos", lambda x, a: te.cos(x))
-_unary("Tanh", lambda x, a: te.tanh(x))
-_unary("Erf", lambda x, a: te.erf(x))
+_unary("Tanh", lambda x, a: fastmath.tanh(x))
+_unary("Erf", lambda x, a: fastmath.erf(x))
 _unary("Not", lambda x, a: tirx.Not(x))
 _unary("IsNaN", lambda x, a: te.isnan(x))
 _unary("Relu", lambda x, a: te.max(x, _float(x, 0)))
@@ -136,23 +137,23 @@ _unary("Sigmoid", lambda x, a: _sigmoid(x))
 _unary("Softplus", lambda x, a: _softplus(x))
 _unary("Softsign", lambda x, a: x / (_float(x, 1.0) + te.abs(x)))
 _unary("LeakyRelu", lambda x, a: tirx.Select(x < 0, x * _float(x, a.get("alpha", 0.01)), x))
-_unary("Elu", lambda x, a: tirx.Select(x < 0, _float(x, a.get("alpha", 1.0)) * (te.exp(x) - _float(x, 1)), x))
+_unary("Elu", lambda x, a: tirx.Select(x < 0, _float(x, a.get("alpha", 1.0)) * (fastmath.exp(x) - _float(x, 1)), x))
 _unary("Celu", lambda x, a: te.max(x, _float(x, 0)) + te.min(
-    _float(x, 0), _float(x, a.get("alpha", 1.0)) * (te.exp(x / _float(x, a.get("alpha", 1.0))) - _float(x, 1))))
+    _float(x, 0), _float(x, a.get("alpha", 1.0)) * (fastmath.exp(x / _float(x, a.get("alpha", 1.0))) - _float(x, 1))))
 _unary("ThresholdedRelu", lambda x, a: tirx.Select(x > _float(x, a.get("alpha", 1.0)), x, _float(x, 0)))
 _unary("Selu", lambda x, a: _float(x, a.get("gamma", 1.0507009873554805)) * tirx.Select(
-    x <= 0, _float(x, a.get("alpha", 1.6732632423543772)) * (te.exp(x) - _float(x, 1)), x))
+    x <= 0, _float(x, a.get("alpha", 1.6732632423543772)) * (fastmath.exp(x) - _float(x, 1)), x))
 _unary("HardSigmoid", lambda x, a: te.max(_float(x, 0), te.min(
     _float(x, 1), x * _float(x, a.get("alpha", 0.2)) + _float(x, a.get("beta", 0.5)))))
 _unary("HardSwish", lambda x, a: x * te.max(_float(x, 0), te.min(_float(x, 1), x / _float(x, 6) + _float(x, 0.5))))
-_unary("Mish", lambda x, a: x * te.tanh(_softplus(x)))
+_unary("Mish", lambda x, a: x * fastmath.tanh(_softplus(x)))
 
 
 def _gelu(x: Expr, a: Attrs) -> Expr:
     if a.get("approximate", "none") == "tanh":
         inner = _float(x, math.sqrt(2 / math.pi)) * (x + _float(x, 0.044715) * x * x * x)
-        return _float(x, 0.5) * x * (_float(x, 1) + te.tanh(inner))
-    return _float(x, 0.5) * x * (_float(x, 1) + te.erf(x * _float(x, 1 / math.sqrt(2))))
+        return _float(x, 0.5) * x * (_float(x, 1) + fastmath.tanh(inner))
+    return _float(x, 0.5) * x * (_float(x, 1) + fastmath.erf(x * _float(x, 1 / math.sqrt(2))))
 
 
 _unary("Gelu", _gelu)

@@ -25,6 +25,7 @@ import numpy as np
 import tvm
 from tvm import te, tirx
 
+from . import fastmath
 from .common import const, normalize_axis
 from .registry import Attrs, Pattern, register, shape_of
 
@@ -305,7 +306,7 @@ def _softmax_parts(x: te.Tensor, axes: list[int], name: str) -> tuple[te.Tensor,
     m = reduce_axes_compute(x, axes, True, te.max, lambda i: x[tuple(i)], f"{name}_max", tag="reduce")
 
     def shifted(i: list) -> Expr:
-        return te.exp(x[tuple(i)] - m[tuple(reduced_index(i, rank, axes, True))])
+        return fastmath.exp(x[tuple(i)] - m[tuple(reduced_index(i, rank, axes, True))])
 
     s = reduce_axes_compute(x, axes, True, te.sum, shifted, f"{name}_sum", tag="anchor")
     return m, s
@@ -327,7 +328,7 @@ def softmax(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
 
     def body(*i: Expr) -> Expr:
         r = tuple(reduced_index(i, rank, axes, True))
-        return te.exp(x[i] - m[r]) / s[r]
+        return fastmath.exp(x[i] - m[r]) / s[r]
 
     return [elemwise_stage(shape_of(x), body, "softmax")]
 
