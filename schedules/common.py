@@ -100,6 +100,27 @@ def vectorize_inner(sch: Schedule, blk, lanes: int, loop=None) -> bool:  # type:
     return False
 
 
+def vectorize_reduction(sch: Schedule, blk, lanes: int) -> bool:  # type: ignore[no-untyped-def]
+    """Vectorise a block's innermost reduction loop: ``lanes`` partial results (rfactor), then a
+    short final reduction over the lanes. Only when the loop is the block's last iterator."""
+    loops = sch.get_loops(blk)
+    if not loops or not is_reduction(sch, blk):
+        return False
+    iters = sch.get(blk).iter_vars
+    if int(iters[-1].iter_type) == 0:
+        return False
+    inner = loops[-1]
+    ext = loop_extent(sch, inner)
+    for width in (lanes, lanes // 2):
+        if width >= 4 and ext % width == 0 and ext >= 2 * width:
+            out_rank = len(sch.get(blk).writes[0].source.shape)
+            _, ki = sch.split(inner, [None, width])
+            rf = sch.rfactor(ki, factor_axis=out_rank)  # lanes last: partial sums are one vector
+            sch.vectorize(sch.get_loops(rf)[-1])
+            return True
+    return False
+
+
 def divisors(n: int, upto: int | None = None) -> list[int]:
     """Divisors of n (<= upto), ascending."""
     return [d for d in range(1, (upto or n) + 1) if n % d == 0]

@@ -23,6 +23,7 @@ from ..common import (
     parallel_outer,
     spatial_loop_count,
     vectorize_inner,
+    vectorize_reduction,
 )
 from ..registry import ScheduleContext, Template, register_template
 
@@ -60,11 +61,15 @@ class GenericX86(Template):
                 # could not nest everything under the output loop: schedule each block alone
                 pass
         for blk in blocks(sch):
-            if knobs["vectorize"] and not is_reduction(sch, blk):
-                try:
+            if not knobs["vectorize"]:
+                break
+            try:
+                if is_reduction(sch, blk):
+                    vectorize_reduction(sch, blk, ctx.lanes)
+                else:
                     vectorize_inner(sch, blk, ctx.lanes)
-                except ScheduleError:
-                    pass
+            except ScheduleError:
+                pass
         for blk in blocks(sch):
             loops = sch.get_loops(blk)
             if loops and not _has_parallel(sch, loops):
