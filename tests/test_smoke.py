@@ -14,3 +14,28 @@ def test_matmul(rng):
     a = rng.standard_normal((2, 5, 7)).astype(np.float32)
     b = rng.standard_normal((7, 3)).astype(np.float32)
     check_node("MatMul", {"a": a, "b": b})
+
+
+def test_conv_bias_bn_relu_is_one_kernel(rng):
+    """BN folds into the conv weights and bias + ReLU fuse into the conv's epilogue."""
+    import numpy as np
+    from onnx import helper
+
+    import portable
+    from conftest import make_model
+
+    x = rng.standard_normal((1, 3, 12, 12)).astype(np.float32)
+    consts = {"w": rng.standard_normal((16, 3, 3, 3)).astype(np.float32),
+              "b": rng.standard_normal(16).astype(np.float32),
+              "s": rng.uniform(0.5, 1.5, 16).astype(np.float32), "t": rng.standard_normal(16).astype(np.float32),
+              "m": rng.standard_normal(16).astype(np.float32), "v": rng.uniform(0.5, 1.5, 16).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "s", "t", "m", "v"], ["n"]),
+             helper.make_node("Relu", ["n"], ["y"])]
+    model = make_model(nodes, {"x": x}, ["y"], consts)
+    exe = portable.compile(model, cache=False)
+    assert len(exe.plan.steps) == 1 and exe.num_kernels == 1
+    assert next(iter(exe.plan.kernels.values()))["family"] == "conv2d"
+    from conftest import run_reference
+
+    np.testing.assert_allclose(exe.run(x)[0], run_reference(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
