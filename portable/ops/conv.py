@@ -188,7 +188,7 @@ from ..autodiff.registry import adjoint  # noqa: E402
 
 @adjoint("Conv")
 def _conv_adj(b, node, g):  # type: ignore[no-untyped-def]
-    """dX = ConvTranspose(dY, W) (output_padding recovers the input size), dW = ConvWeightGrad(X, dY)."""
+    """dX = ConvDataGrad(dY, W), dW = ConvWeightGrad(X, dY) (both in portable/ops/training.py)."""
     x, w = node.inputs[:2]
     bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
     sx, sw = b.shape(x), b.shape(w)
@@ -211,10 +211,7 @@ def _conv_adj(b, node, g):  # type: ignore[no-untyped-def]
     common = {"strides": strides, "dilations": dil, "pads": flat, "group": int(node.attrs.get("group", 1))}
     gx = gw = gb = None
     if b.needs(0):
-        oh, ow = b.shape(gy)[2:]
-        opad = [s4[2 + i] + pads[i][0] + pads[i][1] - ((o - 1) * strides[i] + (kernel[i] - 1) * dil[i] + 1)
-                for i, o in enumerate((oh, ow))]
-        gx = b.reshape(b.op("ConvTranspose", gy, w4, output_padding=opad, kernel_shape=kernel, **common), sx)
+        gx = b.reshape(b.op("ConvDataGrad", gy, w4, input_shape=list(s4), kernel_shape=kernel, **common), sx)
     if b.needs(1):
         gw = b.reshape(b.op("ConvWeightGrad", x4, gy, kernel_shape=kernel, **common), sw)
     if bias is not None and b.needs(2):

@@ -15,7 +15,7 @@ import numpy as np
 from tvm import te, tirx
 
 from .common import broadcast_index, broadcast_shape, const
-from .conv import pad_nchw
+from .conv import conv2d_nchw, pad_nchw
 from .elementwise import elementwise
 from .matmul import batch_matmul
 from .registry import Attrs, Pattern, register, shape_of
@@ -219,16 +219,47 @@ def _pads2(attrs: Attrs) -> list[tuple[int, int]]:
     return [(int(p[0]), int(p[2])), (int(p[1]), int(p[3]))]
 
 
-@register("ConvWeightGrad", Pattern.ANCHOR, "generic")
-def conv_weight_grad(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
-    """dW of a 2-D grouped convolution; inputs (x, dy), attrs kernel_shape/strides/pads(4)/dilations/group."""
-    x, dy = ins[0], ins[1]
-    n, c, _, _ = shape_of(x)
-    _, oc, oh, ow = shape_of(dy)
+def _conv_geometry(attrs: Attrs) -> tuple[int, int, int, int, int, int, int]:
+    """(kh, kw, sh, sw, dh, dw, groups) of a convolution gradient node."""
     kh, kw = (int(k) for k in attrs.get("kernel_shape"))
     sh, sw = (int(s) for s in attrs.get("strides", [1, 1]))
     dh, dw = (int(d) for d in attrs.get("dilations", [1, 1]))
-    groups = int(attrs.get("group", 1))
+    return kh, kw, sh, sw, dh, dw, int(attrs.get("group", 1))
+
+
+@register("ConvWeightGrad", Pattern.ANCHOR, "conv2d_wgrad")
+def conv_weight_grad(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
+    """dW of a 2-D grouped convolution; inputs (x, dy), attrs kernel_shape/strides/pads(4)/dilations/group.
+
+    Dense convolutions (group 1) are a GEMM over the batch and output positions: x (padded) and dy
+    are first transposed to channels-last (stages ``wgrad_xt`` and ``wgrad_dyt``) so a register
+    tile of (input channels x output channels) reads both operands contiguously; the anchor
+    ``conv_wgrad`` is laid out [kh, kw, C, O] and ``wgrad_out`` restores OIHW.
+    """
+    x, dy = ins[0], ins[1]
+    n, c, h, w = shape_of(x)
+    _, oc, oh, ow = shape_of(dy)
+    kh, kw, sh, sw, dh, dw, groups = _conv_geometry(attrs)
+    if groups == 1:
+        (pt, pb), (pl, pr) = _pads2(attrs)
+        hp, wp = h + pt + pb, w + pl + pr
+
+        def xt_body(b, i, j, ci):  # type: ignore[no-untyped-def]
+            ok = tirx.all(i >= pt, i < pt + h, j >= pl, j < pl + w)
+            return tirx.if_then_else(ok, x[b, ci, i - pt, j - pl], const(0.0, x.dtype))
+
+        xt = te.compute((n, hp, wp, c), xt_body, name="wgrad_xt", tag="injective")
+        dyt = te.compute((n, oh, ow, oc), lambda b, i, j, o: dy[b, o, i, j], name="wgrad_dyt", tag="injective")
+        rn = te.reduce_axis((0, n), name="rn")
+        ri = te.reduce_axis((0, oh), name="ri")
+        rj = te.reduce_axis((0, ow), name="rj")
+        acc = te.compute(
+            (kh, kw, c, oc),
+            lambda y, z, ci, o: te.sum(dyt[rn, ri, rj, o] * xt[rn, ri * sh + y * dh, rj * sw + z * dw, ci],
+                                       axis=[rn, ri, rj]),
+            name="conv_wgrad", tag="anchor")
+        return [te.compute((oc, c, kh, kw), lambda o, ci, y, z: acc[y, z, ci, o], name="wgrad_out",
+                           tag="injective")]
     icg, ocg = c // groups, oc // groups
     xp = pad_nchw(x, _pads2(attrs))
     rn = te.reduce_axis((0, n), name="rn")
@@ -236,10 +267,50 @@ def conv_weight_grad(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
     rj = te.reduce_axis((0, ow), name="rj")
 
     def body(o, ci, y, z):  # type: ignore[no-untyped-def]
-        cin = ci if groups == 1 else (o // ocg) * icg + ci
+        cin = (o // ocg) * icg + ci
         return te.sum(dy[rn, o, ri, rj] * xp[rn, cin, ri * sh + y * dh, rj * sw + z * dw], axis=[rn, ri, rj])
 
-    return [te.compute((oc, icg, kh, kw), body, name="conv_wgrad", tag="anchor")]
+    return [te.compute((oc, icg, kh, kw), body, name="conv_wgrad_grouped", tag="anchor")]
+
+
+@register("ConvDataGrad", Pattern.ANCHOR, "conv2d_dgrad")
+def conv_data_grad(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
+    """dX of a 2-D convolution; inputs (dy, w), attrs input_shape/kernel_shape/strides/pads(4)/dilations/group.
+
+    Dense convolutions are a stride-1 convolution (same compute as Conv, anchor ``conv``) of dy,
+    zero-dilated by the stride and padded (stage ``pad_dgrad``), with the flipped, in/out-swapped
+    weights (stage ``dgrad_w``, [C, O, kh, kw]); grouped ones use ConvTranspose's algorithm.
+    """
+    dy, w = ins[0], ins[1]
+    n, c, h, wd = (int(v) for v in attrs.get("input_shape"))
+    _, oc, oh, ow = shape_of(dy)
+    kh, kw, sh, sw, dh, dw, groups = _conv_geometry(attrs)
+    (pt, pb), (pl, pr) = _pads2(attrs)
+    if groups != 1:
+        from .conv import conv_transpose
+
+        opad = [h + pt + pb - ((oh - 1) * sh + (kh - 1) * dh + 1), wd + pl + pr - ((ow - 1) * sw + (kw - 1) * dw + 1)]
+        sub = Attrs({"kernel_shape": [kh, kw], "strides": [sh, sw], "dilations": [dh, dw], "group": groups,
+                     "pads": [pt, pl, pb, pr], "output_padding": opad}, attrs.opset, attrs.node_desc)
+        return conv_transpose([dy, w], sub)
+    # dX[h] = sum_k dy[(h + pt - k*dh) / sh] w[k]; with k' = kh-1-k: dyp[h + k'*dh] w[kh-1-k']
+    lead_h, lead_w = pt - (kh - 1) * dh, pl - (kw - 1) * dw
+    hp, wp = h + (kh - 1) * dh, wd + (kw - 1) * dw
+
+    def dyp_body(b, o, u, v):  # type: ignore[no-untyped-def]
+        yy, xx = u + lead_h, v + lead_w
+        conds = [yy >= 0, xx >= 0, yy < oh * sh, xx < ow * sw]
+        if sh > 1:
+            conds.append(tirx.floormod(yy, sh) == 0)
+        if sw > 1:
+            conds.append(tirx.floormod(xx, sw) == 0)
+        src = dy[b, o, tirx.floordiv(yy, sh) if sh > 1 else yy, tirx.floordiv(xx, sw) if sw > 1 else xx]
+        return tirx.if_then_else(tirx.all(*conds), src, const(0.0, dy.dtype))
+
+    dyp = te.compute((n, oc, hp, wp), dyp_body, name="pad_dgrad", tag="injective")
+    wt = te.compute((c, oc, kh, kw), lambda ci, o, y, z: w[o, ci, kh - 1 - y, kw - 1 - z], name="dgrad_w",
+                    tag="injective")
+    return [conv2d_nchw(dyp, wt, [1, 1], [(0, 0), (0, 0)], [dh, dw], 1)]
 
 
 def _window_sources(attrs: Attrs, in_hw: Sequence[int], out_hw: Sequence[int]):  # type: ignore[no-untyped-def]

@@ -183,6 +183,12 @@ def default_user_log() -> str:
     return os.path.join(user_log_dir(), "tuning.jsonl")
 
 
+def shipped_log_path(target: Any) -> str:
+    """The shipped log file for a target (``tuning_logs/<target key>.jsonl``, key made file-safe)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in target.key)
+    return os.path.join(_REPO_LOG_DIR, f"{safe}.jsonl")
+
+
 def log_dirs() -> list[str]:
     """Directories whose ``*.jsonl`` files the compiler reads: the shipped logs, then the user's."""
     return [_REPO_LOG_DIR, user_log_dir()]

@@ -18,7 +18,7 @@ from tvm.s_tir import Schedule
 from tvm.s_tir.schedule import ScheduleError
 
 from ..layout import SplitAxisRewrite
-from ..common import block_name, divisors, inline_all, loop_extent, output_blocks
+from ..common import block_name, divisors, inline_all, loop_extent, output_blocks, vectorize_inner
 from ..registry import ScheduleContext, Template, register_template
 from .generic import GenericX86
 
@@ -78,16 +78,28 @@ class MatmulX86(Template):
                 loop_extent(sch, lp) for lp in c_loops[:-1]]:
             return GenericX86().apply(sch, ctx, GenericX86().defaults(sch, ctx))
         mr, nr = knobs["mr"], knobs["nr"]
-        if knobs["pack_b"]:
-            self._pack_b(sch, c, ctx, nr)
+        packed_const = knobs["pack_b"] and self._pack_b(sch, c, ctx, nr)
         *batch, i, j = o_loops
         io, ii = sch.split(i, [None, mr])
         jo, ji = sch.split(j, [None, nr])
-        outer = [jo, io] if knobs["order"] == "ji" else [io, jo]
-        sch.reorder(*batch, *outer, ii, ji)
-        fused = sch.fuse(*batch, *outer)
-        sch.parallel(fused)
-        sch.compute_at(c, fused, preserve_unit_loops=True)
+        m = loop_extent(sch, io) * mr
+        if knobs["pack_b"] and not packed_const and knobs["order"] == "ji" and m > mr:
+            # B is computed at run time: copy each [K, nr] panel once per column block (O(K*N) work,
+            # against O(M*N*K) for the product), so the k loop streams contiguous memory, not one
+            # row (and one TLB page) per k step.
+            sch.reorder(*batch, jo, io, ii, ji)
+            fused = sch.fuse(*batch, jo)
+            sch.parallel(fused)
+            sch.compute_at(c, io, preserve_unit_loops=True)
+            panel = sch.cache_read(c, 1, "global")
+            sch.compute_at(panel, fused, preserve_unit_loops=True)
+            vectorize_inner(sch, panel, ctx.lanes)
+        else:
+            outer = [jo, io] if knobs["order"] == "ji" else [io, jo]
+            sch.reorder(*batch, *outer, ii, ji)
+            fused = sch.fuse(*batch, *outer)
+            sch.parallel(fused)
+            sch.compute_at(c, fused, preserve_unit_loops=True)
         ci, cj, ck = sch.get_loops(c)[-3:]
         sch.reorder(ck, ci, cj)
         if knobs["unroll_k"] > 1 and loop_extent(sch, ck) % knobs["unroll_k"] == 0:
@@ -100,27 +112,28 @@ class MatmulX86(Template):
         sch.unroll(ii)
         sch.vectorize(ji)
 
-    def _pack_b(self, sch: Schedule, c: Any, ctx: ScheduleContext, nr: int) -> None:
+    def _pack_b(self, sch: Schedule, c: Any, ctx: ScheduleContext, nr: int) -> bool:
         """Re-lay out a constant B operand as [N/nr, K, nr] panels (done once, at compile time)."""
         func = sch.mod["main"]
         reads = sch.get(c).reads
         if len(reads) < 2:
-            return
+            return False
         buf = reads[1].source
         idx = next((i for i, p in enumerate(func.params) if p.same_as(buf)), None)
         if idx is None or idx not in ctx.const_params or len(buf.shape) != 2:
-            return
+            return False
         trans_b = self._b_transposed(sch, c)
         n = int(buf.shape[0] if trans_b else buf.shape[1])
         if n % nr:
-            return
+            return False
         # B[j, k] -> (j//nr, j%nr, k) -> [j//nr, k, nr];  B[k, j] -> (k, j//nr, j%nr) -> [j//nr, k, nr]
         rewrite = SplitAxisRewrite(0, nr, (0, 2, 1)) if trans_b else SplitAxisRewrite(1, nr, (1, 0, 2))
         try:
             sch.transform_layout(c, ("read", 1), rewrite.as_func())
         except ScheduleError:
-            return
+            return False
         ctx.layout_rewrites[idx] = rewrite
+        return True
 
     @staticmethod
     def _b_transposed(sch: Schedule, c: Any) -> bool:

@@ -1,0 +1,193 @@
+"""After tuning: kernels and models against their competitors, in the same run.
+
+* Kernels: MatMul 1024^3 (both operands at run time) against numpy/OpenBLAS; the ResNet-18 conv
+  layers (batch 1, bias + ReLU) against onnxruntime. GFLOPS and % of the FMA peak are reported.
+* Models: ResNet-18, MobileNetV2 and the BERT-style encoder from ``models.py`` against
+  onnxruntime, untuned (template defaults) and tuned, with the tuning wall time.
+
+Everything is tuned with ``portable.tune`` into ``--log`` (the shipped log for this machine kind,
+by default), then compiled with and without that log and timed interleaved with the competitor.
+
+    python benchmarks/bench_tuned.py --budget-model 10m --budget-kernel 90s --out benchmarks/results/tuned.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (  # noqa: E402
+    default_threads,
+    format_table,
+    machine_info,
+    plot_ratios,
+    set_threads,
+    time_interleaved,
+    write_json,
+)
+
+#: ResNet-18 convolutions at batch 1: (name, in_c, out_c, hw, k, stride)
+RESNET18_CONVS = [
+    ("conv1_7x7_s2", 3, 64, 224, 7, 2), ("l1_3x3", 64, 64, 56, 3, 1), ("l2_3x3_s2", 64, 128, 56, 3, 2),
+    ("l2_3x3", 128, 128, 28, 3, 1), ("l3_3x3", 256, 256, 14, 3, 1), ("l4_3x3", 512, 512, 7, 3, 1),
+    ("l3_ds_1x1_s2", 128, 256, 28, 1, 2),
+]
+
+
+def fma_peak_gflops(threads: int) -> tuple[float, str]:
+    """FMA peak: cores x GHz x FMA units (2) x fp32 lanes x 2 flops, from /proc/cpuinfo."""
+    from portable.targets import detect_host
+
+    mhz = 0.0
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("cpu MHz"):
+                mhz = float(line.split(":")[1])
+                break
+    lanes = detect_host().vector_lanes_f32
+    peak = threads * mhz / 1e3 * 2 * lanes * 2
+    return peak, f"{threads} cores x {mhz / 1e3:.2f} GHz x 2 FMA units x {lanes} lanes x 2 flops (assumed 2 units)"
+
+
+def conv_model(cin: int, cout: int, hw: int, k: int, stride: int) -> Any:
+    """One Conv (+bias) + Relu, random weights."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((cout, cin, k, k)) * np.sqrt(2 / (cin * k * k))).astype(np.float32)
+    b = (rng.standard_normal(cout) * 0.1).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[k // 2] * 4, strides=[stride] * 2),
+             helper.make_node("Relu", ["c"], ["y"])]
+    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, hw, hw])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    return onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def matmul_model(n: int) -> Any:
+    """MatMul with both operands as runtime inputs (as numpy sees them)."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["y"])], "mm",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n]),
+                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def feeds_for(model: Any) -> dict[str, np.ndarray]:
+    """Random inputs for every graph input."""
+    inits = {i.name for i in model.graph.initializer}
+    rng = np.random.default_rng(1)
+    return {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+            for i in model.graph.input if i.name not in inits}
+
+
+def ort_run(model: Any, threads: int) -> Any:
+    """An onnxruntime session's run function."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return lambda feeds: sess.run(None, feeds)
+
+
+def bench_one(name: str, model: Any, budget: str, log: str, threads: int, repeat: int,
+              competitor: str = "onnxruntime", flops: float | None = None) -> dict[str, Any]:
+    """Tune ``model``, then time untuned, tuned and the competitor interleaved."""
+    import portable
+
+    feeds = feeds_for(model)
+    t0 = time.perf_counter()
+    summary = portable.tune(model, target="host", budget=budget, log=log, progress=False)
+    tune_s = time.perf_counter() - t0
+    untuned = portable.compile(model, use_tuning_logs=False, cache=False)
+    tuned = portable.compile(model, use_tuning_logs=True, cache=False)
+    if competitor == "numpy":
+        a, b = feeds["a"], feeds["b"]
+        other = lambda: a @ b  # noqa: E731
+        ref = [a @ b]
+    else:
+        ort = ort_run(model, threads)
+        other = lambda: ort(feeds)  # noqa: E731
+        ref = ort(feeds)
+    err = max(float(np.abs(g - r).max()) for g, r in zip(tuned.run(**feeds), ref))
+    t = time_interleaved({"untuned": lambda: untuned.run(**feeds), "tuned": lambda: tuned.run(**feeds),
+                          competitor: other}, repeat, warmup=3)
+    out = {"tune_s": tune_s, "trials": summary.get("trials"), "max_abs_err_vs_" + competitor: err,
+           **{f"{k}_ms": v.median_ms for k, v in t.items()},
+           "tuned_vs_" + competitor: t["tuned"].median_ms / t[competitor].median_ms,
+           "untuned_vs_" + competitor: t["untuned"].median_ms / t[competitor].median_ms}
+    if flops:
+        out["gflops"] = {k: flops / (v.median_ms * 1e-3) / 1e9 for k, v in t.items()}
+    print(f"{name}: {out}", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", default="resnet18,mobilenet_v2,transformer")
+    p.add_argument("--kernels", default="matmul,convs")
+    p.add_argument("--budget-model", default="10m")
+    p.add_argument("--budget-kernel", default="90s")
+    p.add_argument("--repeat", type=int, default=20)
+    p.add_argument("--threads", type=int, default=default_threads())
+    p.add_argument("--log", default=None, help="tuning log (default: the shipped log for this target)")
+    p.add_argument("--out", default="benchmarks/results/tuned.json")
+    args = p.parse_args(argv)
+    set_threads(args.threads)
+    from models import get_model  # noqa: E402
+
+    from portable.targets import detect_host
+    from portable.tune.records import shipped_log_path
+
+    log = args.log or shipped_log_path(detect_host())
+    peak, peak_how = fma_peak_gflops(args.threads)
+    result: dict[str, Any] = {"machine": machine_info(args.threads), "fma_peak_gflops": peak, "peak_formula": peak_how,
+                              "log": log, "kernels": {}, "models": {}}
+    kernels = [k for k in args.kernels.split(",") if k]
+    if "matmul" in kernels:
+        result["kernels"]["matmul_1024"] = bench_one("matmul_1024", matmul_model(1024), args.budget_kernel, log,
+                                                     args.threads, args.repeat, "numpy", 2 * 1024 ** 3)
+    if "convs" in kernels:
+        for name, cin, cout, hw, k, s in RESNET18_CONVS:
+            oh = (hw + 2 * (k // 2) - k) // s + 1
+            flops = 2.0 * cout * oh * oh * cin * k * k
+            result["kernels"][name] = bench_one(name, conv_model(cin, cout, hw, k, s), args.budget_kernel, log,
+                                                args.threads, args.repeat, flops=flops)
+        write_json(args.out, result)
+    for name in [m for m in args.models.split(",") if m]:
+        result["models"][name] = bench_one(name, get_model(name), args.budget_model, log, args.threads, args.repeat)
+        write_json(args.out, result)
+    for k in result["kernels"].values():
+        if "gflops" in k:
+            k["tuned_pct_of_peak"] = 100 * k["gflops"]["tuned"] / peak
+    write_json(args.out, result)
+    rows = [[n, f"{r.get('untuned_ms', 0):.3f}", f"{r.get('tuned_ms', 0):.3f}",
+             f"{r.get('onnxruntime_ms', r.get('numpy_ms', 0)):.3f}",
+             f"{r.get('tuned_vs_onnxruntime', r.get('tuned_vs_numpy', 0)):.2f}",
+             f"{r['gflops']['tuned']:.1f}" if "gflops" in r else "-",
+             f"{r.get('tuned_pct_of_peak', 0):.0f}%" if "gflops" in r else "-", f"{r['tune_s']:.0f}"]
+            for n, r in {**result["kernels"], **result["models"]}.items()]
+    print(format_table(["workload", "untuned ms", "tuned ms", "competitor ms", "tuned/competitor", "GFLOPS",
+                        "% peak", "tune s"], rows))
+    plot_ratios(os.path.splitext(args.out)[0] + ".png",
+                {n: {"untuned": r.get("untuned_vs_onnxruntime", r.get("untuned_vs_numpy")),
+                     "tuned": r.get("tuned_vs_onnxruntime", r.get("tuned_vs_numpy"))}
+                 for n, r in {**result["kernels"], **result["models"]}.items()},
+                "portable / competitor (onnxruntime; numpy for matmul), same run", "time ratio (lower is better)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

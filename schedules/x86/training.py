@@ -1,0 +1,139 @@
+"""x86 templates for the gradient kernels of training graphs (``portable/ops/training.py``).
+
+``conv2d_dgrad`` (ConvDataGrad, dense case): a stride-1 convolution of the zero-dilated, padded
+output gradient (stage ``pad_dgrad``) with flipped, in/out-swapped weights (stage ``dgrad_w``).
+It is scheduled like the forward ``conv2d`` template (``oc_block x ow_block`` register tiles),
+except that the weights are runtime values: ``dgrad_w`` is materialised once per call directly in
+the packed ``[C/oc_block, O, KH, KW, oc_block]`` layout, so the weight-vector loads are contiguous.
+
+``conv2d_wgrad`` (ConvWeightGrad, dense case): a GEMM reducing over (batch, output rows, output
+columns). x (padded) and dy are transposed to channels-last once per call (stages ``wgrad_xt`` and
+``wgrad_dyt``), then each task computes a ``c_block x o_block`` tile of one kernel tap with the
+whole reduction inside it: one contiguous ``o_block`` load of dy, ``c_block`` broadcasts of x and
+``c_block * o_block / lanes`` FMAs per step into register accumulators.
+
+Grouped convolutions use the generic schedule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tvm.s_tir import Schedule
+
+from ..common import block_name, blocks, divisors, inline_all, loop_extent, output_blocks, parallel_outer
+from ..layout import SplitAxisRewrite
+from ..registry import ScheduleContext, Template, register_template
+from .conv import Conv2dX86, _output_block, _schedule_pad
+from .generic import GenericX86
+
+
+def _has_block(sch: Schedule, name: str) -> bool:
+    return any(block_name(sch, b) == name for b in blocks(sch))
+
+
+def _generic(sch: Schedule, ctx: ScheduleContext) -> None:
+    GenericX86().apply(sch, ctx, GenericX86().defaults(sch, ctx))
+
+
+def _read_index(sch: Schedule, blk: Any, producer: str) -> int | None:
+    """Index of the read of ``blk`` whose buffer ``producer`` writes."""
+    buf = sch.get(sch.get_sblock(producer)).writes[0].source
+    return next((i for i, r in enumerate(sch.get(blk).reads) if r.source.same_as(buf)), None)
+
+
+class ConvDgradX86(Conv2dX86):
+    """Data gradient of a dense convolution: the conv2d register tiling with weights packed per call."""
+
+    family = "conv2d_dgrad"
+    target_family = "x86"
+
+    def space(self, sch: Schedule, ctx: ScheduleContext) -> dict[str, list[Any]]:
+        """As the forward conv (oc_block, ow_block, inline_pad); the generic space for grouped ones."""
+        if not _has_block(sch, "dgrad_w"):
+            return GenericX86().space(sch, ctx)
+        return super().space(sch, ctx)
+
+    def apply(self, sch: Schedule, ctx: ScheduleContext, knobs: dict[str, Any]) -> None:
+        """See module docstring."""
+        if not _has_block(sch, "dgrad_w"):
+            return GenericX86().apply(sch, ctx, knobs)
+        keep = {ctx.anchor_block, "dgrad_w"}
+        if not knobs["inline_pad"]:
+            keep |= {block_name(sch, b) for b in blocks(sch) if block_name(sch, b).startswith("pad")}
+        inline_all(sch, keep=keep)
+        conv = sch.get_sblock(ctx.anchor_block)
+        out = _output_block(sch, ctx, conv)
+        w_read = _read_index(sch, conv, "dgrad_w")
+        if out is None or w_read is None:
+            return _generic(sch, ctx)
+        ocb = knobs["oc_block"]
+        sch.transform_layout(conv, ("read", w_read), SplitAxisRewrite(0, ocb, (0, 2, 3, 4, 1)).as_func())
+        self._dense(sch, ctx, conv, out, knobs)
+        wblk = sch.get_sblock("dgrad_w")
+        parallel_outer(sch, wblk, 2, ctx.target.num_cores * 4)
+        if not knobs["inline_pad"]:
+            _schedule_pad(sch, ctx)
+
+
+def _o_blocks(oc: int, lanes: int) -> list[int]:
+    mult = [lanes * m for m in (2, 1) if oc % (lanes * m) == 0]
+    if mult:
+        return mult
+    return sorted([d for d in divisors(oc, lanes) if d >= 4], reverse=True)[:2] or [max(divisors(oc, lanes))]
+
+
+class ConvWgradX86(Template):
+    """Weight gradient of a dense convolution: register-tiled channels-last GEMM per kernel tap."""
+
+    family = "conv2d_wgrad"
+    target_family = "x86"
+
+    @staticmethod
+    def _dims(sch: Schedule, ctx: ScheduleContext) -> list[int]:
+        """(kh, kw, C, O, N, OH, OW) extents of the anchor."""
+        return [loop_extent(sch, lp) for lp in sch.get_loops(sch.get_sblock(ctx.anchor_block))]
+
+    def space(self, sch: Schedule, ctx: ScheduleContext) -> dict[str, list[Any]]:
+        """o_block (vector of output channels), c_block (input channels per tile), unroll of the row loop."""
+        if not _has_block(sch, "wgrad_dyt"):
+            return GenericX86().space(sch, ctx)
+        _, _, c, o, _, _, ow = self._dims(sch, ctx)
+        limit = 12 if ctx.lanes >= 16 else 6
+        cbs = sorted(divisors(c, limit), reverse=True)[:3]
+        return {"o_block": _o_blocks(o, ctx.lanes), "c_block": cbs,
+                "unroll_j": [u for u in (1, 2, 4) if ow % u == 0]}
+
+    def apply(self, sch: Schedule, ctx: ScheduleContext, knobs: dict[str, Any]) -> None:
+        """See module docstring."""
+        if not _has_block(sch, "wgrad_dyt"):
+            return GenericX86().apply(sch, ctx, knobs)
+        inline_all(sch, keep={ctx.anchor_block, "wgrad_xt", "wgrad_dyt"})
+        acc = sch.get_sblock(ctx.anchor_block)
+        outs = output_blocks(sch)
+        if len(outs) != 1 or len(sch.get_loops(outs[0])) != 4:
+            return _generic(sch, ctx)
+        ob, cb = knobs["o_block"], knobs["c_block"]
+        o, c, y, z = sch.get_loops(outs[0])
+        oo, oi = sch.split(o, [None, ob])
+        co, ci = sch.split(c, [None, cb])
+        sch.reorder(y, z, co, oo, ci, oi)
+        fused = sch.fuse(y, z, co, oo)
+        sch.parallel(fused)
+        sch.compute_at(acc, fused, preserve_unit_loops=True)
+        a_c, a_o, rn, ri, rj = sch.get_loops(acc)[-5:]
+        sch.reorder(rn, ri, rj, a_c, a_o)
+        if knobs["unroll_j"] > 1:
+            _, rju = sch.split(rj, [None, knobs["unroll_j"]])
+            sch.unroll(rju)
+        sch.unroll(a_c)
+        sch.vectorize(a_o)
+        sch.decompose_reduction(acc, rn)
+        sch.set_scope(acc, 0, "local")  # the tile's accumulators: registers once unrolled
+        sch.unroll(ci)
+        for name in ("wgrad_xt", "wgrad_dyt"):
+            parallel_outer(sch, sch.get_sblock(name), 2, ctx.target.num_cores * 4)
+
+
+register_template(ConvDgradX86())
+register_template(ConvWgradX86())
