@@ -31,3 +31,18 @@ class ModelError(PortableError):
 
 class InputError(PortableError):
     """Inputs given at run time do not match what the compiled model expects."""
+
+
+class UnsupportedAttributeError(UnsupportedOperatorError):
+    """A node sets an attribute to a value (variant) that portable deliberately does not implement.
+
+    Raised at load time; names the node, operator, attribute and value, and what is supported.
+    """
+
+    def __init__(self, node_desc: str, op_type: str, attribute: str, value: object, supported: str = "",
+                 opset: int = 0):
+        """``node_desc`` identifies the node (as ``Attrs.node_desc``); ``supported`` says what works."""
+        self.node_desc, self.op_type, self.attribute, self.value = node_desc, op_type, attribute, value
+        reason = f"{attribute}={value!r} is not supported" + (f" ({supported})" if supported else "")
+        self.problems = [(op_type, node_desc, opset, reason)]
+        PortableError.__init__(self, f"{node_desc}: attribute {reason}")

@@ -8,6 +8,7 @@ rest keep their node and get their output types from the operator's own tensor e
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Mapping
 
@@ -21,12 +22,17 @@ from ..errors import ModelError, PortableError, UnsupportedOperatorError
 from ..graph import Graph, Node, TensorInfo
 from ..ops.registry import REGISTRY, Attrs, shape_of
 
-#: opsets of the default domain this importer understands natively; others are converted
-MIN_OPSET, MAX_OPSET = 7, 22
+#: opsets of the default domain this importer understands natively; others are converted. Opsets 23-28
+#: changed registered operators only by adding element types or backward-compatible variants that the
+#: operators implement per ``attrs.opset`` (Mod fmod=0 on floats, SpaceToDepth ``mode``, Range
+#: ``stash_type`` which constant folding evaluates).
+MIN_OPSET, MAX_OPSET = 7, 28
 #: ops evaluated even when the result is large, since their runtime form needs constants anyway
 ALWAYS_FOLD = {"Constant", "ConstantOfShape", "Shape", "Size", "Range", "EyeLike"}
 #: ops that are the identity at inference
 INFERENCE_IDENTITY = {"Identity", "Dropout"}
+
+log = logging.getLogger("portable.frontend")
 
 
 def _load_proto(model: Any) -> onnx.ModelProto:
@@ -167,14 +173,45 @@ class _Importer:
                     self._set_const(extra, np.ones(self.values[inputs[0]].shape, dtype=bool))
             return
         live = [i for i in inputs if i]
-        if node.op in ALWAYS_FOLD or all(i in self.constants and i not in self.kept for i in live):
-            if node.op == "Shape" or node.op == "Size":
-                self._fold_shape(node)
-            else:
-                self._fold(node, np_node)
+        if node.op == "Shape" or node.op == "Size":
+            self._fold_shape(node)
             return
+        if node.op in ALWAYS_FOLD or all(i in self.constants and i not in self.kept for i in live):
+            self._fold(node, np_node)
+            return
+        if all(self._known(i) for i in live) and self._try_fold(node, np_node):
+            return  # some inputs have no elements, so their value is known too
         self._infer(node)
+        if all(not o or self.values[o].size == 0 for o in node.outputs):
+            for o in node.outputs:  # an empty result is a constant: no kernel computes it
+                if o:
+                    self._set_const(o, np.zeros(self.values[o].shape, dtype=self.values[o].dtype))
+            return
         self.nodes.append(node)
+
+    def _known(self, name: str) -> bool:
+        """Whether the value ``name`` is known at compile time: a (non-parameter) constant or empty."""
+        if name in self.constants:
+            return name not in self.kept
+        return self.values[name].size == 0
+
+    def _value(self, name: str) -> np.ndarray:
+        """Compile-time value of a constant, or the (empty) array a zero-size value must hold."""
+        if name in self.constants:
+            return self.constants[name]
+        info = self.values[name]
+        if info.size:
+            raise KeyError(name)
+        return np.zeros(info.shape, dtype=info.dtype)
+
+    def _try_fold(self, node: Node, np_node: onnx.NodeProto) -> bool:
+        """Fold a node some of whose inputs are empty tensors; False if the evaluator cannot."""
+        try:
+            self._fold(node, np_node)
+        except ModelError as exc:
+            log.debug("%s: not folded over its empty inputs (%s); compiling it", node.describe(), exc)
+            return False
+        return True
 
     def _set_const(self, name: str, value: np.ndarray) -> None:
         value = np.asarray(value)
@@ -193,11 +230,11 @@ class _Importer:
         from onnx.reference import ReferenceEvaluator
 
         live = [i for i in node.inputs if i]
-        missing = [i for i in live if i not in self.constants]
+        missing = [i for i in live if i not in self.constants and self.values[i].size != 0]
         if missing:
             raise ModelError(f"{node.describe()}: needs compile-time constant inputs, but {missing} "
                              "are computed at run time")
-        feeds = {i: self.constants[i] for i in live}
+        feeds = {i: self._value(i) for i in live}
         renamed = helper.make_node(np_node.op_type, node.inputs, node.outputs, domain=np_node.domain)
         renamed.attribute.extend(np_node.attribute)
         vis = [helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(feeds[i].dtype), feeds[i].shape)
@@ -257,10 +294,46 @@ def load_onnx(model: Any, shapes: Mapping[str, tuple[int, ...]] | None = None,
     if opset is None:
         raise ModelError("model imports no default-domain opset")
     if opset < MIN_OPSET or opset > MAX_OPSET:
-        target = MIN_OPSET if opset < MIN_OPSET else MAX_OPSET
-        try:
-            proto = onnx.version_converter.convert_version(proto, target)
-        except Exception as exc:
-            raise ModelError(f"model opset {opset} is outside {MIN_OPSET}..{MAX_OPSET} and converting it "
-                             f"to opset {target} failed: {exc}") from exc
+        proto = _convert_opset(proto, opset)
     return _Importer(proto, shapes, keep_params).run()
+
+
+def _changed_after(proto: onnx.ModelProto, version: int, opset: int) -> list[str]:
+    """Default-domain op types of ``proto`` whose schema changed after ``version`` (up to ``opset``)."""
+    changed = set()
+    for n in proto.graph.node:
+        if n.domain not in ("", "ai.onnx"):
+            continue
+        try:
+            if onnx.defs.get_schema(n.op_type, opset).since_version > version:
+                changed.add(n.op_type)
+        except Exception:  # no schema (a portable-only op): nothing known to have changed
+            continue
+    return sorted(changed)
+
+
+def _convert_opset(proto: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """Convert a model whose opset is outside MIN_OPSET..MAX_OPSET to the nearest native one.
+
+    A newer model whose down-conversion fails (its nodes use a variant the older opset cannot
+    express) is imported natively when every operator is registered, since each operator
+    handles its node's opset itself; a warning names the operators whose schema is newer than
+    MAX_OPSET, whose new semantics portable may not implement.
+    """
+    target = MIN_OPSET if opset < MIN_OPSET else MAX_OPSET
+    try:
+        return onnx.version_converter.convert_version(proto, target)
+    except Exception as exc:
+        error = exc
+    unknown = sorted({n.op_type for n in proto.graph.node if n.domain not in ("", "ai.onnx")
+                      or (n.op_type not in REGISTRY and n.op_type not in INFERENCE_IDENTITY)})
+    if opset < MIN_OPSET or unknown:
+        why = f"; operators {unknown} are not registered either" if unknown else ""
+        raise ModelError(f"model opset {opset} is outside {MIN_OPSET}..{MAX_OPSET} and converting it "
+                         f"to opset {target} failed: {error}{why}") from error
+    changed = _changed_after(proto, MAX_OPSET, opset)
+    log.warning("model opset %d is newer than %d and converting it down failed (%s); importing it natively%s",
+                opset, MAX_OPSET, str(error).splitlines()[0] if str(error) else type(error).__name__,
+                f": operators {changed} changed after opset {MAX_OPSET}, check their results" if changed
+                else "")
+    return proto

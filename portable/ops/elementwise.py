@@ -102,15 +102,28 @@ def _pow_op(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
     return [elementwise("pow", _pow, ins[:2])]
 
 
+#: opset from which Mod accepts floats with fmod=0
+_FLOAT_FLOORMOD_SINCE = 28
+
+
+def _float_floormod(a: Expr, b: Expr) -> Expr:
+    """Floor-mod of floats like ``numpy.mod``: C fmod, moved to the divisor's sign; zero takes b's sign."""
+    r = tirx.fmod(a, b)
+    zero = _float(a, 0.0)
+    wrapped = tirx.Select(tirx.NE(r < zero, b < zero), r + b, r)
+    return tirx.Select(r == zero, tirx.copysign(zero, b), wrapped)
+
+
 @register("Mod", Pattern.ELEMWISE, "elemwise")
 def _mod(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
+    """ONNX Mod: fmod=1 truncates (C fmod), fmod=0 floors (sign of the divisor, floats from opset 28)."""
     fmod = attrs.get("fmod", 0)
-    if _is_float(ins[0]) and not fmod:
-        raise attrs.fail("Mod on floats requires fmod=1 (ONNX spec)")
+    if _is_float(ins[0]) and not fmod and attrs.opset < _FLOAT_FLOORMOD_SINCE:
+        raise attrs.fail(f"Mod on floats requires fmod=1 before opset {_FLOAT_FLOORMOD_SINCE} (ONNX spec)")
 
     def fn(a: Expr, b: Expr) -> Expr:
         if _is_float(a):
-            return a - b * te.trunc(a / b)
+            return tirx.fmod(a, b) if fmod else _float_floormod(a, b)
         return tirx.truncmod(a, b) if fmod else tirx.floormod(a, b)
 
     return [elementwise("mod", fn, ins[:2])]

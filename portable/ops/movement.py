@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 from tvm import te, tirx
 
+from ..errors import UnsupportedAttributeError
 from .common import broadcast_index, broadcast_shape, normalize_axis
 from .registry import Attrs, Pattern, const_value, register, shape_of
 
@@ -224,16 +225,21 @@ def depth_to_space(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
 
 @register("SpaceToDepth", Pattern.INJECTIVE, "elemwise")
 def space_to_depth(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
-    """ONNX SpaceToDepth on NCHW input."""
+    """ONNX SpaceToDepth on NCHW input, modes DCR (default) and CRD (``mode`` exists from opset 28)."""
     x = ins[0]
-    bs = int(attrs.get("blocksize", 0))
+    bs, mode = int(attrs.get("blocksize", 0)), attrs.get("mode", "DCR")
     s = shape_of(x)
     if len(s) != 4 or bs <= 0 or s[2] % bs or s[3] % bs:
         raise attrs.fail(f"needs a 4-D input whose H and W divide by blocksize; got shape {s}, blocksize {bs}")
+    if mode not in ("DCR", "CRD"):
+        raise attrs.fail(f"mode must be 'DCR' or 'CRD', got {mode!r}")
     c = s[1]
 
     def body(n, ch, h, w):  # type: ignore[no-untyped-def]
-        blk, src_c = tirx.floordiv(ch, c), tirx.floormod(ch, c)
+        if mode == "DCR":  # output channel = block * C + input channel
+            blk, src_c = tirx.floordiv(ch, c), tirx.floormod(ch, c)
+        else:  # CRD: output channel = input channel * bs^2 + block
+            blk, src_c = tirx.floormod(ch, bs * bs), tirx.floordiv(ch, bs * bs)
         return x[n, src_c, h * bs + tirx.floordiv(blk, bs), w * bs + tirx.floormod(blk, bs)]
 
     return [_inj((s[0], c * bs * bs, s[2] // bs, s[3] // bs), body, "space_to_depth")]
@@ -633,10 +639,19 @@ def resize(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
     return [_resize(x, attrs, mode, coord, nearest_mode, scales, sizes)]
 
 
+def _unsupported(attrs: Attrs, op_type: str, attribute: str, value: object,
+                 supported: str) -> UnsupportedAttributeError:
+    """The error for a valid ONNX attribute variant portable deliberately does not implement."""
+    return UnsupportedAttributeError(attrs.node_desc, op_type, attribute, value, supported, attrs.opset)
+
+
 def _check_resize_attrs(attrs: Attrs, mode: str, coord: str, nearest_mode: str) -> None:
     """Reject Resize attribute values portable does not implement, naming them."""
+    if coord == "tf_crop_and_resize":
+        raise _unsupported(attrs, "Resize", "coordinate_transformation_mode", coord,
+                           f"supported: {', '.join(_COORD_MODES)}")
     if coord not in _COORD_MODES:
-        raise attrs.fail(f"coordinate_transformation_mode {coord!r} is not supported (supported: {_COORD_MODES})")
+        raise attrs.fail(f"coordinate_transformation_mode {coord!r} is not one of {_COORD_MODES}")
     if nearest_mode not in _NEAREST_MODES:
         raise attrs.fail(f"nearest_mode {nearest_mode!r} is not one of {_NEAREST_MODES}")
     if mode == "nearest" and attrs.get("exclude_outside", 0):
@@ -644,10 +659,12 @@ def _check_resize_attrs(attrs: Attrs, mode: str, coord: str, nearest_mode: str) 
 
 
 def _resize(x: te.Tensor, attrs: Attrs, mode: str, coord: str, nearest_mode: str,
-            scales: np.ndarray | None, sizes: np.ndarray | None) -> te.Tensor:
+            scales: np.ndarray | None, sizes: np.ndarray | None, op_type: str = "Resize") -> te.Tensor:
     """Shared Resize/Upsample body: validate the mode, derive the geometry, build the compute."""
+    if mode == "cubic":
+        raise _unsupported(attrs, op_type, "mode", mode, "supported: nearest, linear")
     if mode not in ("nearest", "linear"):
-        raise attrs.fail(f"mode {mode!r} is not supported (nearest and linear are)")
+        raise attrs.fail(f"mode {mode!r} is not one of nearest, linear, cubic")
     out, factors = _resize_geometry(x, attrs, scales, sizes)
     if any(d <= 0 for d in out):
         raise attrs.fail(f"output shape {out} is empty")
@@ -658,7 +675,8 @@ def _resize(x: te.Tensor, attrs: Attrs, mode: str, coord: str, nearest_mode: str
         if len(moved) > 3:
             raise attrs.fail(f"linear resize of {len(moved)} axes is not supported (at most 3)")
         if attrs.get("antialias", 0) and any(factors[d] < 1 for d in moved):
-            raise attrs.fail("antialias=1 with downsampling is not supported")
+            raise _unsupported(attrs, op_type, "antialias", 1, "antialias=1 is supported only when no axis "
+                               "is downsampled")
     return _resize_compute(x, out, factors, mode, coord, nearest_mode)
 
 
@@ -675,4 +693,4 @@ def upsample(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
         scales = const_value(ins[1], attrs, "scales")
     if np.any(scales < 1):
         raise attrs.fail(f"scales {scales.tolist()} must all be >= 1")
-    return [_resize(x, attrs, attrs.get("mode", "nearest"), "asymmetric", "simple", scales, None)]
+    return [_resize(x, attrs, attrs.get("mode", "nearest"), "asymmetric", "simple", scales, None, "Upsample")]

@@ -54,6 +54,10 @@ def highest(dtype: str) -> Expr:
 
 
 _prod = te.comm_reducer(lambda a, b: a * b, lambda dtype: const(1, dtype), name="prod")
+#: max/min whose identity is -inf/+inf for floats (te.max/te.min start from the lowest/highest finite
+#: float, so a row of all -inf would reduce to a finite value)
+_max = te.comm_reducer(lambda a, b: tirx.max(a, b), lowest, name="max")
+_min = te.comm_reducer(lambda a, b: tirx.min(a, b), highest, name="min")
 
 
 def reduce_axes_compute(x: te.Tensor, axes: Sequence[int], keepdims: bool, reducer: Reducer,
@@ -66,7 +70,7 @@ def reduce_axes_compute(x: te.Tensor, axes: Sequence[int], keepdims: bool, reduc
     shape = shape_of(x)
     axes = sorted(set(axes))
     raxes = {a: te.reduce_axis((0, shape[a]), name=f"r{a}") for a in axes}
-    out_shape = tuple(1 if i in raxes else d for i, d in enumerate(shape) if keepdims or i not in raxes)
+    out_shape = reduced_shape(shape, axes, keepdims)
 
     def body(*idx: Expr) -> Expr:
         it = iter(idx)
@@ -81,6 +85,11 @@ def reduce_axes_compute(x: te.Tensor, axes: Sequence[int], keepdims: bool, reduc
         return reducer(value(full), axis=list(raxes.values()))
 
     return te.compute(out_shape, body, name=name, tag=tag)
+
+
+def reduced_shape(shape: Sequence[int], axes: Sequence[int], keepdims: bool) -> tuple[int, ...]:
+    """Shape of a reduction of a ``shape`` tensor over ``axes``."""
+    return tuple(1 if i in axes else d for i, d in enumerate(shape) if keepdims or i not in axes)
 
 
 def reduced_index(idx: Sequence[Expr], rank: int, axes: Sequence[int], keepdims: bool) -> list:
@@ -151,10 +160,12 @@ def _reduce_op(op_type: str, x: te.Tensor, axes: list[int], keepdims: bool) -> t
         return red(te.sum, load)
     if op_type == "ReduceMean":
         return _divide(red(te.sum, load, f"{name}_sum"), _count(x, axes), name)
-    if op_type == "ReduceMax":
-        return red(te.max, load)
-    if op_type == "ReduceMin":
-        return red(te.min, load)
+    if op_type in ("ReduceMax", "ReduceMin"):
+        reducer = _max if op_type == "ReduceMax" else _min
+        if dt == "bool":  # reduce as int8, then back to bool
+            r = red(reducer, lambda i: x[tuple(i)].astype("int8"), f"{name}_int8")
+            return elemwise_stage(shape_of(r), lambda *i: r[i] != const(0, "int8"), name)
+        return red(reducer, load)
     if op_type == "ReduceProd":
         return red(_prod, load)
     if op_type == "ReduceL1":
@@ -166,7 +177,7 @@ def _reduce_op(op_type: str, x: te.Tensor, axes: list[int], keepdims: bool) -> t
     if op_type == "ReduceLogSum":
         return post(red(te.sum, load), _log)
     if op_type == "ReduceLogSumExp":
-        m = reduce_axes_compute(x, axes, True, te.max, load, f"{name}_max", tag="reduce")
+        m = reduce_axes_compute(x, axes, True, _max, load, f"{name}_max", tag="reduce")
 
         def finite_max(full: list) -> Expr:
             # an infinite max (a row of -inf, or +inf entries) is replaced by 0 so no inf - inf occurs
@@ -218,14 +229,46 @@ def _noop(op_type: str, x: te.Tensor) -> te.Tensor:
     return te.compute(shape_of(x), lambda *i: fn(x[i], x.dtype), name=op_type.lower(), tag="anchor")
 
 
+#: result of each reduction over an empty set (ReduceMax/ReduceMin: the dtype's lowest/highest)
+_EMPTY_IDENTITY = {"ReduceSum": 0.0, "ReduceL1": 0.0, "ReduceL2": 0.0, "ReduceSumSquare": 0.0,
+                   "ReduceProd": 1.0, "ReduceMean": float("nan"), "ReduceLogSum": float("-inf"),
+                   "ReduceLogSumExp": float("-inf")}
+
+
+def empty_identity(op_type: str, dtype: str) -> Expr:
+    """What ``op_type`` gives over an empty set of elements of ``dtype`` (its identity element)."""
+    if op_type in ("ReduceMax", "ReduceMin"):
+        if dtype == "bool":
+            return const(op_type == "ReduceMin", "bool")
+        return lowest(dtype) if op_type == "ReduceMax" else highest(dtype)
+    value = _EMPTY_IDENTITY[op_type]
+    if not is_float(dtype):  # integers have no nan/-inf: an empty mean or log-sum gives 0
+        value = int(value) if np.isfinite(value) else 0
+    return const(value, dtype)
+
+
+def _empty_reduce(op_type: str, x: te.Tensor, axes: list[int], keepdims: bool) -> te.Tensor:
+    """A reduction over zero elements: the identity everywhere, without reading ``x``."""
+    value = empty_identity(op_type, x.dtype)
+    shape = reduced_shape(shape_of(x), axes, keepdims)
+    return te.compute(shape, lambda *i: value, name=op_type.lower(), tag="anchor")
+
+
+_BOOL_OK = ("ReduceMax", "ReduceMin")
+
+
 def _register_reduce(op_type: str) -> None:
     @register(op_type, Pattern.ANCHOR, "reduce", const_inputs=(1,))
     def compute(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
         x = ins[0]
+        if x.dtype == "bool" and op_type not in _BOOL_OK:
+            raise attrs.fail(f"input is bool; only {' and '.join(_BOOL_OK)} accept bool tensors")
         axes, noop = reduce_axes_of(op_type, ins, attrs)
         keepdims = bool(attrs.get("keepdims", 1))
         if noop or not axes:
             return [_noop(op_type, x)]
+        if _count(x, axes) == 0:
+            return [_empty_reduce(op_type, x, axes, keepdims)]
         return [_reduce_op(op_type, x, axes, keepdims)]
 
     compute.__doc__ = f"ONNX {op_type} (axes attribute or constant input, per opset)."
@@ -280,8 +323,8 @@ def _register_arg(op_type: str, reducer: Reducer) -> None:
     compute.__doc__ = f"ONNX {op_type}: int64 index of the extreme value along ``axis``."
 
 
-_register_arg("ArgMax", te.max)
-_register_arg("ArgMin", te.min)
+_register_arg("ArgMax", _max)
+_register_arg("ArgMin", _min)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,7 +346,7 @@ def softmax_axes(attrs: Attrs, rank: int) -> list[int]:
 def _softmax_parts(x: te.Tensor, axes: list[int], name: str) -> tuple[te.Tensor, te.Tensor]:
     """Stable softmax pieces: the row max and ``sum(exp(x - max))`` (both keepdims)."""
     rank = len(x.shape)
-    m = reduce_axes_compute(x, axes, True, te.max, lambda i: x[tuple(i)], f"{name}_max", tag="reduce")
+    m = reduce_axes_compute(x, axes, True, _max, lambda i: x[tuple(i)], f"{name}_max", tag="reduce")
 
     def shifted(i: list) -> Expr:
         return fastmath.exp(x[tuple(i)] - m[tuple(reduced_index(i, rank, axes, True))])
@@ -356,7 +399,7 @@ def hardmax(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
     rank = len(x.shape)
     axes = softmax_axes(attrs, rank)
     shape = shape_of(x)
-    m = reduce_axes_compute(x, axes, True, te.max, lambda i: x[tuple(i)], "hardmax_max", tag="reduce")
+    m = reduce_axes_compute(x, axes, True, _max, lambda i: x[tuple(i)], "hardmax_max", tag="reduce")
     first = first_index_of(x, m, axes, False, "hardmax_index")
     strides = {a: int(np.prod([shape[b] for b in axes if b > a])) for a in axes}
 

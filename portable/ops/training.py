@@ -227,14 +227,21 @@ def _conv_geometry(attrs: Attrs) -> tuple[int, int, int, int, int, int, int]:
     return kh, kw, sh, sw, dh, dw, int(attrs.get("group", 1))
 
 
+def _wgrad_rows(oh: int, ow: int, target: int = 64) -> int:
+    """Output rows per reduction chunk of the weight gradient: the fewest giving ``target`` positions."""
+    return next((r for r in range(1, oh + 1) if oh % r == 0 and r * ow >= target), oh)
+
+
 @register("ConvWeightGrad", Pattern.ANCHOR, "conv2d_wgrad")
 def conv_weight_grad(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
     """dW of a 2-D grouped convolution; inputs (x, dy), attrs kernel_shape/strides/pads(4)/dilations/group.
 
     Dense convolutions (group 1) are a GEMM over the batch and output positions: x (padded) and dy
     are first transposed to channels-last (stages ``wgrad_xt`` and ``wgrad_dyt``) so a register
-    tile of (input channels x output channels) reads both operands contiguously; the anchor
-    ``conv_wgrad`` is laid out [kh, kw, C, O] and ``wgrad_out`` restores OIHW.
+    tile of (input channels x output channels) reads both operands contiguously. The reduction is
+    split in two: ``wgrad_part`` sums a chunk of a few output rows of one image (the template keeps
+    it in registers), the anchor ``conv_wgrad`` ([kh, kw, C, O]) sums the chunks, so each chunk of
+    dy and x is loaded into cache once for all tiles; ``wgrad_out`` restores OIHW.
     """
     x, dy = ins[0], ins[1]
     n, c, h, w = shape_of(x)
@@ -250,14 +257,19 @@ def conv_weight_grad(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
 
         xt = te.compute((n, hp, wp, c), xt_body, name="wgrad_xt", tag="injective")
         dyt = te.compute((n, oh, ow, oc), lambda b, i, j, o: dy[b, o, i, j], name="wgrad_dyt", tag="injective")
-        rn = te.reduce_axis((0, n), name="rn")
-        ri = te.reduce_axis((0, oh), name="ri")
+        rows = _wgrad_rows(oh, ow)
+        rr = te.reduce_axis((0, rows), name="rr")
         rj = te.reduce_axis((0, ow), name="rj")
-        acc = te.compute(
-            (kh, kw, c, oc),
-            lambda y, z, ci, o: te.sum(dyt[rn, ri, rj, o] * xt[rn, ri * sh + y * dh, rj * sw + z * dw, ci],
-                                       axis=[rn, ri, rj]),
-            name="conv_wgrad", tag="anchor")
+
+        def part_body(b, io, y, z, ci, o):  # type: ignore[no-untyped-def]
+            i = io * rows + rr
+            return te.sum(dyt[b, i, rj, o] * xt[b, i * sh + y * dh, rj * sw + z * dw, ci], axis=[rr, rj])
+
+        part = te.compute((n, oh // rows, kh, kw, c, oc), part_body, name="wgrad_part")
+        rn = te.reduce_axis((0, n), name="rn")
+        ri = te.reduce_axis((0, oh // rows), name="ri")
+        acc = te.compute((kh, kw, c, oc), lambda y, z, ci, o: te.sum(part[rn, ri, y, z, ci, o], axis=[rn, ri]),
+                         name="conv_wgrad", tag="anchor")
         return [te.compute((oc, c, kh, kw), lambda o, ci, y, z: acc[y, z, ci, o], name="wgrad_out",
                            tag="injective")]
     icg, ocg = c // groups, oc // groups

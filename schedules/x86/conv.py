@@ -102,8 +102,10 @@ class Conv2dX86(Template):
         if _is_depthwise(d):
             # a strided row is a gather (no x86 strided load): scalar, unrolled FMAs beat it
             strided = any(s > 1 for s in ctx.anchor_attrs.get("strides", [1, 1]))
-            return {"ow_block": _ow_blocks(d["ow"], 2 * ctx.lanes), "inline_pad": [False, True],
-                    "vectorize": [not strided, strided]}
+            # prefer one or half a register of outputs; longer rows only as tuning alternatives
+            prefs = [ctx.lanes, ctx.lanes // 2, 14, 7, 28, 4, 2 * ctx.lanes]
+            ow_blocks = [b for b in dict.fromkeys(prefs) if b >= 1 and d["ow"] % b == 0] or _ow_blocks(d["ow"], 16)
+            return {"ow_block": ow_blocks, "inline_pad": [False, True], "vectorize": [not strided, strided]}
         limit = 14 if ctx.lanes >= 16 else 6
         return {"oc_block": _oc_blocks(d["ocg"], ctx.lanes), "ow_block": _ow_blocks(d["ow"], limit),
                 "inline_pad": [False, True]}
@@ -160,13 +162,17 @@ class Conv2dX86(Template):
         sch.parallel(sch.fuse(n, oc, oh))
         sch.compute_at(conv, owo, preserve_unit_loops=True)
         c_oc, c_oh, c_ow, rc, ry, rx = sch.get_loops(conv)[-6:]
-        sch.reorder(rc, ry, rx, c_oc, c_oh, c_ow)
         sch.set_scope(conv, 0, "local")
         if knobs["vectorize"]:
+            sch.reorder(rc, ry, rx, c_oc, c_oh, c_ow)
             sch.vectorize(c_ow)
+            sch.decompose_reduction(conv, rc)
         else:
-            sch.unroll(c_ow)
-        sch.decompose_reduction(conv, rc)
+            # one scalar accumulator per output, the 3x3 window fully unrolled innermost
+            sch.reorder(c_oc, c_oh, c_ow, rc, ry, rx)
+            sch.unroll(ry)
+            sch.unroll(rx)
+            sch.decompose_reduction(conv, rc)
         sch.vectorize(owi)
 
 

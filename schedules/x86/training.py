@@ -8,9 +8,11 @@ the packed ``[C/oc_block, O, KH, KW, oc_block]`` layout, so the weight-vector lo
 
 ``conv2d_wgrad`` (ConvWeightGrad, dense case): a GEMM reducing over (batch, output rows, output
 columns). x (padded) and dy are transposed to channels-last once per call (stages ``wgrad_xt`` and
-``wgrad_dyt``), then each task computes a ``c_block x o_block`` tile of one kernel tap with the
-whole reduction inside it: one contiguous ``o_block`` load of dy, ``c_block`` broadcasts of x and
-``c_block * o_block / lanes`` FMAs per step into register accumulators.
+``wgrad_dyt``). Each task owns a set of ``c_block x o_block`` tiles (of one kernel tap each) and
+walks the reduction in chunks of a few output rows of one image (``wgrad_part``): per chunk, a
+tile sums the chunk in registers (one contiguous ``o_block`` load of dy, ``c_block`` broadcasts
+of x and ``c_block * o_block / lanes`` FMAs per step) and adds it to the tile in memory, so the
+chunk's dy and x rows stay in cache for all the task's tiles instead of being streamed per tile.
 
 Grouped convolutions use the generic schedule.
 """
@@ -90,47 +92,55 @@ class ConvWgradX86(Template):
     target_family = "x86"
 
     @staticmethod
-    def _dims(sch: Schedule, ctx: ScheduleContext) -> list[int]:
-        """(kh, kw, C, O, N, OH, OW) extents of the anchor."""
-        return [loop_extent(sch, lp) for lp in sch.get_loops(sch.get_sblock(ctx.anchor_block))]
+    def _dims(sch: Schedule) -> list[int]:
+        """(N, OH/rows, kh, kw, C, O, rows, OW) extents of the ``wgrad_part`` stage."""
+        return [loop_extent(sch, lp) for lp in sch.get_loops(sch.get_sblock("wgrad_part"))]
 
     def space(self, sch: Schedule, ctx: ScheduleContext) -> dict[str, list[Any]]:
-        """o_block (vector of output channels), c_block (input channels per tile), unroll of the row loop."""
-        if not _has_block(sch, "wgrad_dyt"):
+        """o_block (vector of output channels), c_block (input channels per tile), unroll of the column loop,
+        tasks per core (how the tiles are split over cores)."""
+        if not _has_block(sch, "wgrad_part"):
             return GenericX86().space(sch, ctx)
-        _, _, c, o, _, _, ow = self._dims(sch, ctx)
+        _, _, _, _, c, o, _, ow = self._dims(sch)
         limit = 12 if ctx.lanes >= 16 else 6
         cbs = sorted(divisors(c, limit), reverse=True)[:3]
         return {"o_block": _o_blocks(o, ctx.lanes), "c_block": cbs,
-                "unroll_j": [u for u in (1, 2, 4) if ow % u == 0]}
+                "unroll_j": [u for u in (1, 2, 4) if ow % u == 0], "tasks_per_core": [1, 2, 4]}
 
     def apply(self, sch: Schedule, ctx: ScheduleContext, knobs: dict[str, Any]) -> None:
         """See module docstring."""
-        if not _has_block(sch, "wgrad_dyt"):
+        if not _has_block(sch, "wgrad_part"):
             return GenericX86().apply(sch, ctx, knobs)
         inline_all(sch, keep={ctx.anchor_block, "wgrad_xt", "wgrad_dyt"})
-        acc = sch.get_sblock(ctx.anchor_block)
-        outs = output_blocks(sch)
-        if len(outs) != 1 or len(sch.get_loops(outs[0])) != 4:
-            return _generic(sch, ctx)
+        acc, part = sch.get_sblock(ctx.anchor_block), sch.get_sblock("wgrad_part")
         ob, cb = knobs["o_block"], knobs["c_block"]
-        o, c, y, z = sch.get_loops(outs[0])
-        oo, oi = sch.split(o, [None, ob])
+        y, z, c, o, rn, ri = sch.get_loops(acc)
         co, ci = sch.split(c, [None, cb])
-        sch.reorder(y, z, co, oo, ci, oi)
-        fused = sch.fuse(y, z, co, oo)
-        sch.parallel(fused)
-        sch.compute_at(acc, fused, preserve_unit_loops=True)
-        a_c, a_o, rn, ri, rj = sch.get_loops(acc)[-5:]
-        sch.reorder(rn, ri, rj, a_c, a_o)
+        oo, oi = sch.split(o, [None, ob])
+        sch.reorder(y, z, co, oo, rn, ri, ci, oi)
+        tiles = sch.fuse(y, z, co, oo)
+        n_tiles = loop_extent(sch, tiles)
+        tasks = max(d for d in divisors(n_tiles, ctx.target.num_cores * knobs["tasks_per_core"]))
+        tp, tr = sch.split(tiles, [tasks, None])
+        sch.reorder(tp, rn, ri, tr)
+        sch.parallel(tp)
+        sch.unroll(ci)
+        sch.unroll(oi)  # (vectorize refuses a reduction block under its reduction loops; LLVM's SLP does it)
+        sch.compute_at(part, tr, preserve_unit_loops=True)
+        import os
+        if os.environ.get("DBG"): print([(str(sch.get(lp).loop_var), loop_extent(sch, lp)) for lp in sch.get_loops(part)])
+        p_c, p_o, rr, rj = sch.get_loops(part)[-4:]
+        sch.reorder(rr, rj, p_c, p_o)
         if knobs["unroll_j"] > 1:
             _, rju = sch.split(rj, [None, knobs["unroll_j"]])
             sch.unroll(rju)
-        sch.unroll(a_c)
-        sch.vectorize(a_o)
+        sch.unroll(p_c)
+        sch.vectorize(p_o)
+        sch.decompose_reduction(part, rr)
+        sch.set_scope(part, 0, "local")  # the tile's accumulators: registers once unrolled
         sch.decompose_reduction(acc, rn)
-        sch.set_scope(acc, 0, "local")  # the tile's accumulators: registers once unrolled
-        sch.unroll(ci)
+        for blk in output_blocks(sch):
+            parallel_outer(sch, blk, 2, ctx.target.num_cores * 4)
         for name in ("wgrad_xt", "wgrad_dyt"):
             parallel_outer(sch, sch.get_sblock(name), 2, ctx.target.num_cores * 4)
 
