@@ -33,10 +33,11 @@ class InputError(PortableError):
     """Inputs given at run time do not match what the compiled model expects."""
 
 
-class UnsupportedAttributeError(UnsupportedOperatorError):
+class UnsupportedAttributeError(UnsupportedOperatorError, ModelError):
     """A node sets an attribute to a value (variant) that portable deliberately does not implement.
 
-    Raised at load time; names the node, operator, attribute and value, and what is supported.
+    Raised at load time; names the node, operator, attribute and value, and what is supported. It
+    is also a ModelError, which these load-time rejections were before they had their own class.
     """
 
     def __init__(self, node_desc: str, op_type: str, attribute: str, value: object, supported: str = "",

@@ -4,9 +4,10 @@ The onnx wheel ships no node test data, but ``onnx.backend.test.case.node`` buil
 (model, inputs, expected outputs) when imported. One test is generated per case whose operators
 are all registered in ``portable.ops.REGISTRY`` (or folded away by the importer); cases outside
 portable's scope by design (dtypes, sequence/optional types, training mode) are skipped with a
-specific reason, and so are cases whose attribute variant portable deliberately rejects at load time
-(``UnsupportedAttributeError``, e.g. Resize mode=cubic), with the error's text. Outputs are compared like onnx's backend runner: same shape and dtype, then
-``assert_allclose`` with the case's tolerances (rtol 1e-3, atol 1e-7).
+specific reason, and so are cases whose attribute variant portable deliberately rejects at load
+time (``UnsupportedAttributeError``, e.g. Resize mode=cubic), with the error's text. Outputs are
+compared like onnx's backend runner: same shape and dtype, then ``assert_allclose`` with the
+case's tolerances (rtol 1e-3, atol 1e-7).
 """
 
 from __future__ import annotations
@@ -180,3 +181,79 @@ def test_node(name: str) -> None:
         assert g.shape == e.shape, f"output {i}: shape {g.shape} != expected {e.shape}"
         assert g.dtype == e.dtype, f"output {i}: dtype {g.dtype} != expected {e.dtype}"
         np.testing.assert_allclose(g, e, rtol=case.rtol, atol=case.atol, err_msg=f"output {i}")
+
+
+# ---------------------------------------------------------------------------------------------
+# importer paths the generated cases rely on, checked on models of their own
+
+
+Sig = dict[str, tuple[int, list[Any]]]
+
+
+def _model(nodes: list[onnx.NodeProto], inputs: Sig, outputs: Sig, opset: int,
+           inits: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+    """A small model; ``inputs`` and ``outputs`` map name -> (element type, shape)."""
+    vis = [onnx.helper.make_tensor_value_info(n, t, s) for n, (t, s) in inputs.items()]
+    outs = [onnx.helper.make_tensor_value_info(n, t, s) for n, (t, s) in outputs.items()]
+    graph = onnx.helper.make_graph(nodes, "g", vis, outs,
+                                   [numpy_helper.from_array(v, k) for k, v in (inits or {}).items()])
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", opset)])
+
+
+def test_empty_values_become_constants() -> None:
+    """An empty Slice feeds a Concat and an empty-set ReduceSum; both fold, the rest compiles."""
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    nodes = [onnx.helper.make_node("Slice", ["x", "st", "en", "ax"], ["e"]),
+             onnx.helper.make_node("Concat", ["e", "x"], ["c"], axis=1),
+             onnx.helper.make_node("ReduceSum", ["e", "ax"], ["s"], keepdims=1),
+             onnx.helper.make_node("Add", ["c", "s"], ["y"])]
+    inits = {"st": np.array([5]), "en": np.array([9]), "ax": np.array([1])}
+    f = onnx.TensorProto.FLOAT
+    model = _model(nodes, {"x": (f, [4, 3])}, {"y": (f, [4, 3]), "e": (f, [4, 0])}, 17, inits)
+    y, e = portable.compile(model, target="host", cache=False).run(x)
+    np.testing.assert_array_equal(y, x)  # Concat with an empty piece, plus a sum over nothing (0)
+    assert e.shape == (4, 0) and e.dtype == np.float32
+
+
+def test_newer_opset_imported_natively_when_conversion_fails(monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """A Mod fmod=0 on floats (opset 28) cannot go down to an older opset: import it as is, warn."""
+    from portable.frontend import onnx_import
+
+    monkeypatch.setattr(onnx_import, "MAX_OPSET", 22)
+    a = np.array([5.5, -5.5, 3.0, -0.0, 1.0], np.float32)
+    b = np.array([2.0, 2.0, -np.inf, 3.0, -2.0], np.float32)
+    f = onnx.TensorProto.FLOAT
+    model = _model([onnx.helper.make_node("Mod", ["a", "b"], ["y"], fmod=0)],
+                   {"a": (f, [5]), "b": (f, [5])}, {"y": (f, [5])}, 28)
+    with caplog.at_level("WARNING", logger="portable.frontend"):
+        (y,) = portable.compile(model, target="host", cache=False).run(a, b)
+    assert "importing it natively" in caplog.text and "Mod" in caplog.text
+    np.testing.assert_array_equal(y, np.mod(a, b))
+    np.testing.assert_array_equal(np.signbit(y), np.signbit(np.mod(a, b)))
+
+
+def test_newer_opset_with_unknown_operator_still_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Native import after a failed conversion needs every operator registered."""
+    from portable.frontend import onnx_import
+
+    monkeypatch.setattr(onnx_import, "MAX_OPSET", 22)
+    f = onnx.TensorProto.FLOAT
+    nodes = [onnx.helper.make_node("Mod", ["a", "a"], ["m"], fmod=0),
+             onnx.helper.make_node("STFT", ["m", "step"], ["y"])]
+    model = _model(nodes, {"a": (f, [1, 16, 1])}, {"y": (f, [None, None, None, None])}, 28,
+                   {"step": np.array(4, np.int64)})
+    with pytest.raises(portable.errors.ModelError, match=r"converting it to opset 22 failed.*STFT"):
+        portable.load_onnx(model)
+
+
+def test_unsupported_attribute_error_names_node_and_value() -> None:
+    """Resize mode=cubic is rejected at load time with the node, attribute and value."""
+    f = onnx.TensorProto.FLOAT
+    node = onnx.helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="cubic", name="up")
+    model = _model([node], {"x": (f, [1, 1, 2, 2])}, {"y": (f, [1, 1, 4, 4])}, 19,
+                   {"scales": np.array([1, 1, 2, 2], np.float32)})
+    with pytest.raises(UnsupportedAttributeError, match=r"'up' \(Resize.*mode='cubic'") as info:
+        portable.load_onnx(model)
+    assert (info.value.op_type, info.value.attribute, info.value.value) == ("Resize", "mode", "cubic")
+    assert isinstance(info.value, portable.errors.UnsupportedOperatorError)

@@ -108,9 +108,10 @@ _FLOAT_FLOORMOD_SINCE = 28
 
 def _float_floormod(a: Expr, b: Expr) -> Expr:
     """Floor-mod of floats like ``numpy.mod``: C fmod, moved to the divisor's sign; zero takes b's sign."""
-    r = tirx.fmod(a, b)
+    r = tirx.truncmod(a, b)  # on floats: LLVM frem / C fmod (exact), unlike a - b * trunc(a / b)
     zero = _float(a, 0.0)
-    wrapped = tirx.Select(tirx.NE(r < zero, b < zero), r + b, r)
+    signs_differ = tirx.Or(tirx.And(r < zero, b > zero), tirx.And(r > zero, b < zero))
+    wrapped = tirx.Select(signs_differ, r + b, r)
     return tirx.Select(r == zero, tirx.copysign(zero, b), wrapped)
 
 
@@ -123,7 +124,7 @@ def _mod(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
 
     def fn(a: Expr, b: Expr) -> Expr:
         if _is_float(a):
-            return tirx.fmod(a, b) if fmod else _float_floormod(a, b)
+            return tirx.truncmod(a, b) if fmod else _float_floormod(a, b)
         return tirx.truncmod(a, b) if fmod else tirx.floormod(a, b)
 
     return [elementwise("mod", fn, ins[:2])]
