@@ -102,23 +102,34 @@ def vectorize_inner(sch: Schedule, blk, lanes: int, loop=None) -> bool:  # type:
 
 def vectorize_reduction(sch: Schedule, blk, lanes: int) -> bool:  # type: ignore[no-untyped-def]
     """Vectorise a block's innermost reduction loop: ``lanes`` partial results (rfactor), then a
-    short final reduction over the lanes. Only when the loop is the block's last iterator."""
+    short final reduction over the lanes. Only when the loop is the block's last iterator, and only
+    if the transformation succeeds on a scratch copy first (rfactor rejects some reductions with
+    internal errors rather than schedule errors)."""
     loops = sch.get_loops(blk)
     if not loops or not is_reduction(sch, blk):
         return False
     iters = sch.get(blk).iter_vars
     if int(iters[-1].iter_type) == 0:
         return False
-    inner = loops[-1]
-    ext = loop_extent(sch, inner)
+    ext = loop_extent(sch, loops[-1])
+    name = block_name(sch, blk)
     for width in (lanes, lanes // 2):
         if width >= 4 and ext % width == 0 and ext >= 2 * width:
-            out_rank = len(sch.get(blk).writes[0].source.shape)
-            _, ki = sch.split(inner, [None, width])
-            rf = sch.rfactor(ki, factor_axis=out_rank)  # lanes last: partial sums are one vector
-            sch.vectorize(sch.get_loops(rf)[-1])
+            try:
+                _rfactor_inner(sch.copy(), name, width)
+            except Exception:  # noqa: BLE001 - any failure: leave the reduction scalar
+                return False
+            _rfactor_inner(sch, name, width)
             return True
     return False
+
+
+def _rfactor_inner(sch: Schedule, name: str, width: int) -> None:
+    blk = sch.get_sblock(name)
+    out_rank = len(sch.get(blk).writes[0].source.shape)
+    _, ki = sch.split(sch.get_loops(blk)[-1], [None, width])
+    rf = sch.rfactor(ki, factor_axis=out_rank)  # lanes last: the partial sums are one vector
+    sch.vectorize(sch.get_loops(rf)[-1])
 
 
 def divisors(n: int, upto: int | None = None) -> list[int]:

@@ -95,6 +95,77 @@ WORKLOADS: list[tuple[str, Callable[..., Any], int]] = [
 ]
 
 
+def _grad_graph(op: str, inputs: dict[str, np.ndarray], attrs: dict[str, Any]) -> Any:
+    """A one-node portable Graph of a training-only gradient operator (no ONNX form exists)."""
+    import portable.autodiff  # noqa: F401  (registers the gradient operators)
+    from portable.autodiff import GradBuilder
+    from portable.graph import Graph, TensorInfo
+
+    values = {k: TensorInfo(v.shape, str(v.dtype)) for k, v in inputs.items()}
+    g = Graph("grad", list(inputs), [], [], values, {}, set(), 17)
+    out = GradBuilder(g).op(op, *inputs, **attrs)
+    g.outputs = [out]
+    g.output_names = [out]  # type: ignore[attr-defined]
+    return g
+
+
+def _np_conv_grads(x: np.ndarray, w: np.ndarray, dy: np.ndarray, s: int, p: int) -> tuple[np.ndarray, np.ndarray]:
+    """numpy oracle: (dX, dW) of a square-kernel 2-D convolution with stride s and symmetric pad p."""
+    k, (oh, ow) = w.shape[2], dy.shape[2:]
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    dxp, dw = np.zeros_like(xp), np.zeros_like(w)
+    for ky in range(k):
+        for kx in range(k):
+            win = (slice(None), slice(None), slice(ky, ky + s * (oh - 1) + 1, s), slice(kx, kx + s * (ow - 1) + 1, s))
+            dw[:, :, ky, kx] = np.einsum("noij,ncij->oc", dy, xp[win])
+            dxp[win] += np.einsum("noij,oc->ncij", dy, w[:, :, ky, kx])
+    return dxp[:, :, p:p + x.shape[2], p:p + x.shape[3]], dw
+
+
+def _conv_grad_workload(which: str, s: int) -> Callable[..., Any]:
+    def build(rng: np.random.Generator) -> tuple[Any, dict[str, np.ndarray], list[np.ndarray]]:
+        x = rng.standard_normal((2, 8, 9, 9)).astype(np.float32)
+        w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+        o = (9 + 2 - 3) // s + 1
+        dy = rng.standard_normal((2, 16, o, o)).astype(np.float32)
+        attrs = {"kernel_shape": [3, 3], "strides": [s, s], "pads": [1, 1, 1, 1], "dilations": [1, 1], "group": 1}
+        dx, dw = _np_conv_grads(x, w, dy, s, 1)
+        if which == "data":
+            feeds = {"dy": dy, "w": w}
+            return _grad_graph("ConvDataGrad", feeds, {**attrs, "input_shape": list(x.shape)}), feeds, [dx]
+        feeds = {"x": x, "dy": dy}
+        return _grad_graph("ConvWeightGrad", feeds, attrs), feeds, [dw]
+
+    return build
+
+
+#: training-only kernels: (id, builder -> (portable Graph, inputs, numpy-oracle outputs), random points)
+GRAD_WORKLOADS: list[tuple[str, Callable[..., Any], int]] = [
+    ("conv_dgrad_s2", _conv_grad_workload("data", 2), 3), ("conv_wgrad_s1", _conv_grad_workload("weight", 1), 3),
+]
+
+
+@pytest.mark.parametrize("name,builder,n_random", GRAD_WORKLOADS, ids=[w[0] for w in GRAD_WORKLOADS])
+def test_gradient_template_random_points_match_numpy(name: str, builder: Callable[..., Any], n_random: int,
+                                                     monkeypatch: Any) -> None:
+    """Random knob points of the gradient kernels' templates compute what the numpy oracle does."""
+    from portable.compiler.build import compile_graph, workload_key
+    from portable.tune.tasks import extract_tasks
+
+    monkeypatch.setenv("PORTABLE_STRICT_SCHEDULES", "1")
+    graph, inputs, expected = builder(np.random.default_rng(0))
+    tasks = extract_tasks(graph, "host", min_space=1)
+    assert tasks, f"{name}: no kernel found"
+    for ti, task in enumerate(tasks):
+        for knobs in _points(task, n_random, seed=ti):
+            exe = compile_graph(graph, "host", lambda k, t, kn=knobs, wk=task.workload: (
+                kn if workload_key(k.func) == wk else None))
+            used = [k["knobs"] for k in exe.plan.kernels.values() if k["workload"] == task.workload]
+            assert used == [knobs], f"{name}: the compiler did not use knobs {knobs}"
+            for g, e in zip(exe.run(**inputs), expected):
+                np.testing.assert_allclose(g, e, rtol=2e-4, atol=2e-4, err_msg=f"{name} with knobs {knobs}")
+
+
 def _points(task: Any, n_random: int, seed: int) -> list[dict[str, Any]]:
     """The default plus ``n_random`` distinct random points of the task's space."""
     space = task.space()
@@ -158,6 +229,8 @@ def test_every_registered_x86_template_was_checked() -> None:
     for _, builder, _ in WORKLOADS:
         model, _ = builder(np.random.default_rng(0))
         covered |= {t.template().family for t in extract_tasks(portable.load_onnx(model), "host", min_space=1)}
+    for _, grad_builder, _ in GRAD_WORKLOADS:
+        covered |= {t.template().family for t in extract_tasks(grad_builder(np.random.default_rng(0))[0], "host")}
     registered = {fam for fam, tf in TEMPLATES if tf == "x86"}
     assert registered <= covered, f"templates without a workload: {registered - covered}"
 

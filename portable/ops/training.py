@@ -227,9 +227,14 @@ def _conv_geometry(attrs: Attrs) -> tuple[int, int, int, int, int, int, int]:
     return kh, kw, sh, sw, dh, dw, int(attrs.get("group", 1))
 
 
-def _wgrad_rows(oh: int, ow: int, target: int = 64) -> int:
-    """Output rows per reduction chunk of the weight gradient: the fewest giving ``target`` positions."""
-    return next((r for r in range(1, oh + 1) if oh % r == 0 and r * ow >= target), oh)
+def _wgrad_chunk(n: int, oh: int, ow: int, target: int = 256) -> tuple[int, int]:
+    """(images, output rows) per reduction chunk of the weight gradient: the fewest giving ``target``
+    output positions (whole images once one image has fewer)."""
+    rows = next((r for r in range(1, oh + 1) if oh % r == 0 and r * ow >= target), oh)
+    if rows < oh:
+        return 1, rows
+    imgs = next((m for m in range(1, n + 1) if n % m == 0 and m * oh * ow >= target), n)
+    return imgs, oh
 
 
 @register("ConvWeightGrad", Pattern.ANCHOR, "conv2d_wgrad")
@@ -239,7 +244,7 @@ def conv_weight_grad(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
     Dense convolutions (group 1) are a GEMM over the batch and output positions: x (padded) and dy
     are first transposed to channels-last (stages ``wgrad_xt`` and ``wgrad_dyt``) so a register
     tile of (input channels x output channels) reads both operands contiguously. The reduction is
-    split in two: ``wgrad_part`` sums a chunk of a few output rows of one image (the template keeps
+    split in two: ``wgrad_part`` sums a chunk of a few output rows (or images) (the template keeps
     it in registers), the anchor ``conv_wgrad`` ([kh, kw, C, O]) sums the chunks, so each chunk of
     dy and x is loaded into cache once for all tiles; ``wgrad_out`` restores OIHW.
     """
@@ -257,16 +262,17 @@ def conv_weight_grad(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
 
         xt = te.compute((n, hp, wp, c), xt_body, name="wgrad_xt", tag="injective")
         dyt = te.compute((n, oh, ow, oc), lambda b, i, j, o: dy[b, o, i, j], name="wgrad_dyt", tag="injective")
-        rows = _wgrad_rows(oh, ow)
+        imgs, rows = _wgrad_chunk(n, oh, ow)
+        rb = te.reduce_axis((0, imgs), name="rb")
         rr = te.reduce_axis((0, rows), name="rr")
         rj = te.reduce_axis((0, ow), name="rj")
 
-        def part_body(b, io, y, z, ci, o):  # type: ignore[no-untyped-def]
-            i = io * rows + rr
-            return te.sum(dyt[b, i, rj, o] * xt[b, i * sh + y * dh, rj * sw + z * dw, ci], axis=[rr, rj])
+        def part_body(bo, io, y, z, ci, o):  # type: ignore[no-untyped-def]
+            b, i = bo * imgs + rb, io * rows + rr
+            return te.sum(dyt[b, i, rj, o] * xt[b, i * sh + y * dh, rj * sw + z * dw, ci], axis=[rb, rr, rj])
 
-        part = te.compute((n, oh // rows, kh, kw, c, oc), part_body, name="wgrad_part")
-        rn = te.reduce_axis((0, n), name="rn")
+        part = te.compute((n // imgs, oh // rows, kh, kw, c, oc), part_body, name="wgrad_part")
+        rn = te.reduce_axis((0, n // imgs), name="rn")
         ri = te.reduce_axis((0, oh // rows), name="ri")
         acc = te.compute((kh, kw, c, oc), lambda y, z, ci, o: te.sum(part[rn, ri, y, z, ci, o], axis=[rn, ri]),
                          name="conv_wgrad", tag="anchor")

@@ -85,6 +85,33 @@ def _o_blocks(oc: int, lanes: int) -> list[int]:
     return sorted([d for d in divisors(oc, lanes) if d >= 4], reverse=True)[:2] or [max(divisors(oc, lanes))]
 
 
+def _split_tasks(sch: Schedule, loops: list, tasks: int) -> tuple[list, list]:
+    """Split the tile loops into outer ones (about ``tasks`` iterations in all) and the rest."""
+    par, rest, total = [], [], 1
+    for i, lp in enumerate(loops):
+        ext = loop_extent(sch, lp)
+        if total * ext <= tasks:
+            par.append(lp)
+            total *= ext
+            continue
+        d = max(divisors(ext, max(1, tasks // total)))
+        if d > 1:
+            outer, inner = sch.split(lp, [d, None])
+            par.append(outer)
+            rest.append(inner)
+        else:
+            rest.append(lp)
+        rest += loops[i + 1:]
+        break
+    if not par:
+        par, rest = rest[:1], rest[1:]
+    if not rest:  # keep one loop under the chunk loops: split the innermost parallel one
+        ext = loop_extent(sch, par[-1])
+        par[-1], inner = sch.split(par[-1], [None, 1]) if ext == 1 else sch.split(par[-1], [ext, 1])
+        rest = [inner]
+    return par, rest
+
+
 class ConvWgradX86(Template):
     """Weight gradient of a dense convolution: register-tiled channels-last GEMM per kernel tap."""
 
@@ -93,7 +120,7 @@ class ConvWgradX86(Template):
 
     @staticmethod
     def _dims(sch: Schedule) -> list[int]:
-        """(N, OH/rows, kh, kw, C, O, rows, OW) extents of the ``wgrad_part`` stage."""
+        """(N/imgs, OH/rows, kh, kw, C, O, imgs, rows, OW) extents of the ``wgrad_part`` stage."""
         return [loop_extent(sch, lp) for lp in sch.get_loops(sch.get_sblock("wgrad_part"))]
 
     def space(self, sch: Schedule, ctx: ScheduleContext) -> dict[str, list[Any]]:
@@ -101,7 +128,7 @@ class ConvWgradX86(Template):
         tasks per core (how the tiles are split over cores)."""
         if not _has_block(sch, "wgrad_part"):
             return GenericX86().space(sch, ctx)
-        _, _, _, _, c, o, _, ow = self._dims(sch)
+        c, o, ow = self._dims(sch)[4], self._dims(sch)[5], self._dims(sch)[-1]
         limit = 12 if ctx.lanes >= 16 else 6
         cbs = sorted(divisors(c, limit), reverse=True)[:3]
         return {"o_block": _o_blocks(o, ctx.lanes), "c_block": cbs,
@@ -117,26 +144,22 @@ class ConvWgradX86(Template):
         y, z, c, o, rn, ri = sch.get_loops(acc)
         co, ci = sch.split(c, [None, cb])
         oo, oi = sch.split(o, [None, ob])
-        sch.reorder(y, z, co, oo, rn, ri, ci, oi)
-        tiles = sch.fuse(y, z, co, oo)
-        n_tiles = loop_extent(sch, tiles)
-        tasks = max(d for d in divisors(n_tiles, ctx.target.num_cores * knobs["tasks_per_core"]))
-        tp, tr = sch.split(tiles, [tasks, None])
-        sch.reorder(tp, rn, ri, tr)
+        par, rest = _split_tasks(sch, [co, oo, y, z], ctx.target.num_cores * knobs["tasks_per_core"])
+        sch.reorder(*par, rn, ri, *rest, ci, oi)
+        tp = sch.fuse(*par) if len(par) > 1 else par[0]
+        tr = rest[-1]
         sch.parallel(tp)
         sch.unroll(ci)
         sch.unroll(oi)  # (vectorize refuses a reduction block under its reduction loops; LLVM's SLP does it)
         sch.compute_at(part, tr, preserve_unit_loops=True)
-        import os
-        if os.environ.get("DBG"): print([(str(sch.get(lp).loop_var), loop_extent(sch, lp)) for lp in sch.get_loops(part)])
-        p_c, p_o, rr, rj = sch.get_loops(part)[-4:]
-        sch.reorder(rr, rj, p_c, p_o)
+        p_c, p_o, rb, rr, rj = sch.get_loops(part)[-5:]
+        sch.reorder(rb, rr, rj, p_c, p_o)
         if knobs["unroll_j"] > 1:
             _, rju = sch.split(rj, [None, knobs["unroll_j"]])
             sch.unroll(rju)
         sch.unroll(p_c)
         sch.vectorize(p_o)
-        sch.decompose_reduction(part, rr)
+        sch.decompose_reduction(part, rb)
         sch.set_scope(part, 0, "local")  # the tile's accumulators: registers once unrolled
         sch.decompose_reduction(acc, rn)
         for blk in output_blocks(sch):
