@@ -131,14 +131,21 @@ class Conv2dX86(Template):
     def _dense(self, sch: Schedule, ctx: ScheduleContext, conv: Any, out: Any, knobs: dict[str, Any]) -> None:
         ocb, owb = knobs["oc_block"], knobs["ow_block"]
         w_idx = _param_index(sch, conv, 1)
+        # OIHW -> (O/ocb, ocb, I, H, W) -> [O/ocb, I, H, W, ocb]
+        rewrite = SplitAxisRewrite(0, ocb, (0, 2, 3, 4, 1))
         if w_idx is not None and w_idx in ctx.const_params:
-            # OIHW -> (O/ocb, ocb, I, H, W) -> [O/ocb, I, H, W, ocb]
-            rewrite = SplitAxisRewrite(0, ocb, (0, 2, 3, 4, 1))
             try:
                 sch.transform_layout(conv, ("read", 1), rewrite.as_func())
                 ctx.layout_rewrites[w_idx] = rewrite
             except ScheduleError:
                 pass
+        elif w_idx is not None:
+            # run-time weights (training): pack them on every call, O(weights) against
+            # O(weights * OH * OW) for the convolution, so weight-vector loads stay contiguous
+            packer = sch.cache_read(conv, 1, "global")
+            sch.transform_layout(conv, ("read", 1), rewrite.as_func())
+            p_loops = sch.get_loops(packer)
+            sch.parallel(p_loops[0])
         n, oc, oh, ow = sch.get_loops(out)
         oco, oci = sch.split(oc, [None, ocb])
         owo, owi = sch.split(ow, [None, owb])
