@@ -302,3 +302,161 @@ def test_softmax_cross_entropy_spatial_and_nll() -> None:
     check_grad("SoftmaxCrossEntropyLoss", {"x": rnd(2, 3, 3)}, {}, consts={"labels": labels}, wrt=["x"])
     check_grad("NegativeLogLikelihoodLoss", {"x": rnd(2, 3, 3)}, {"ignore_index": 2},
                consts={"labels": labels, "w": np.array([0.5, 2.0, 1.5])}, wrt=["x"])
+
+
+# ---------------------------------------------------------------------- remaining differentiable operators
+
+
+def _f(*v: float) -> np.ndarray:
+    return np.array(v, dtype=np.float32)
+
+
+def _with_zeros() -> np.ndarray:
+    """ReduceProd data with one zero in one row and two in another (exact adjoint at zeros)."""
+    x = rnd(3, 4, positive=True)
+    x[0, 1] = 0.0
+    x[2, 0] = x[2, 3] = 0.0
+    return x
+
+
+MORE = [
+    ("Celu", {"alpha": 0.7}, {}, lambda: rnd(3, 5), 17),
+    ("HardSwish", {}, {}, lambda: 2.5 * rnd(4, 5), 17),
+    ("Mish", {}, {}, lambda: rnd(3, 5), 18),
+    ("Hardmax", {"axis": 1}, {}, lambda: rnd(3, 5), 17),
+    ("DepthToSpace", {"blocksize": 2}, {}, lambda: rnd(1, 8, 2, 3), 17),
+    ("DepthToSpace", {"blocksize": 2, "mode": "CRD"}, {}, lambda: rnd(1, 8, 2, 3), 17),
+    ("SpaceToDepth", {"blocksize": 2}, {}, lambda: rnd(1, 2, 4, 6), 17),
+    ("GatherElements", {"axis": 1}, {"idx": np.array([[0, -1], [3, 3], [-4, 1]], dtype=np.int64)},
+     lambda: rnd(3, 5), 17),
+    ("GatherElements", {"axis": 0}, {"idx": np.array([[1, 0, 2, 2], [1, 2, 0, 1], [-1, 1, 1, 0]], dtype=np.int64)},
+     lambda: rnd(3, 4), 17),
+    ("Resize", {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
+     {"roi": _f(), "scales": _f(1, 1, 2, 2)}, lambda: rnd(1, 2, 3, 4), 13),
+    ("Resize", {"mode": "nearest"}, {"roi": _f(), "scales": _f(1, 1, 1.5, 0.5)}, lambda: rnd(1, 2, 4, 6), 13),
+    ("Resize", {"mode": "nearest", "nearest_mode": "round_prefer_ceil"}, {"roi": _f(), "scales": _f(1, 3, 1, 1)},
+     lambda: rnd(2, 2, 3, 2), 13),
+    ("Resize", {"mode": "linear"}, {"roi": _f(), "scales": _f(1, 1, 2, 1.5)}, lambda: rnd(1, 2, 3, 4), 13),
+    ("Resize", {"mode": "linear", "coordinate_transformation_mode": "align_corners"},
+     {"roi": _f(), "scales": _f(), "sizes": _i64(1, 2, 5, 3)}, lambda: rnd(1, 2, 3, 4), 13),
+    ("Upsample", {"mode": "nearest"}, {"scales": _f(1, 1, 2, 3)}, lambda: rnd(1, 2, 3, 2), 9),
+    ("ReduceL1", {"axes": [1], "keepdims": 0}, {}, lambda: rnd(3, 4, 2), 17),
+    ("ReduceL2", {"axes": [0, 2]}, {}, lambda: rnd(3, 4, 2), 17),
+    ("ReduceLogSum", {"axes": [1]}, {}, lambda: rnd(3, 4, 2, positive=True), 17),
+    ("ReduceLogSumExp", {"keepdims": 0}, {}, lambda: rnd(3, 4, 2), 17),
+    ("ReduceLogSumExp", {"keepdims": 0}, {"axes": _i64(-1)}, lambda: rnd(3, 4, 2), 18),
+    ("ReduceProd", {"axes": [1]}, {}, lambda: rnd(3, 4, 2), 17),
+    ("ReduceProd", {"keepdims": 0}, {"axes": _i64(1)}, _with_zeros, 18),
+]
+
+
+@pytest.mark.parametrize("op,attrs,consts,make,opset", MORE, ids=[f"{m[0]}{i}" for i, m in enumerate(MORE)])
+def test_more_adjoints(op: str, attrs: dict, consts: dict, make, opset: int) -> None:  # type: ignore[no-untyped-def]
+    check_grad(op, {"x": make()}, attrs, consts=consts, wrt=["x"], opset=opset)
+
+
+@pytest.mark.parametrize("fmod", [1])
+def test_more_adjoints_mod(fmod: int) -> None:
+    check_grad("Mod", {"a": 3.0 * rnd(3, 4), "b": rnd(4, seed=1, positive=True)}, {"fmod": fmod})
+
+
+def test_more_adjoints_instance_norm() -> None:
+    check_grad("InstanceNormalization", {"x": rnd(2, 3, 3, 2)}, {"epsilon": 1e-3},
+               consts={"s": rnd(3, seed=1), "b": rnd(3, seed=2)}, wrt=["x", "s", "b"])
+
+
+CONV_TRANSPOSES = [
+    ({}, (1, 2, 3, 3), (2, 3, 2, 2)),
+    ({"strides": [2, 2], "pads": [1, 0, 0, 1], "output_padding": [1, 0]}, (2, 2, 3, 3), (2, 3, 3, 3)),
+    ({"dilations": [2, 1], "pads": [1, 1, 0, 2]}, (1, 2, 3, 3), (2, 2, 2, 3)),
+    ({"auto_pad": "SAME_UPPER", "strides": [2, 2]}, (1, 2, 3, 2), (2, 2, 3, 3)),
+    ({"output_shape": [7, 6], "strides": [2, 2]}, (1, 2, 3, 3), (2, 1, 3, 2)),
+    ({"strides": [3], "pads": [1, 2]}, (2, 3, 4), (3, 2, 3)),
+]
+
+
+@pytest.mark.parametrize("attrs,xs,ws", CONV_TRANSPOSES, ids=[str(i) for i in range(len(CONV_TRANSPOSES))])
+def test_more_adjoints_conv_transpose(attrs: dict, xs: tuple, ws: tuple) -> None:
+    oc = ws[1] * attrs.get("group", 1)
+    check_grad("ConvTranspose", {"x": rnd(*xs)}, attrs, consts={"w": rnd(*ws, seed=1), "b": rnd(oc, seed=2)},
+               wrt=["x", "w", "b"])
+
+
+def _np_lrn(x: np.ndarray, size: int, alpha: float, beta: float, bias: float) -> np.ndarray:
+    """ONNX LRN in numpy (onnx.reference's LRN windows over the batch axis instead of channels)."""
+    before, after = (size - 1) // 2, size - 1 - (size - 1) // 2
+    chans, sq = x.shape[1], x * x
+    s = np.stack([sq[:, max(0, c - before):min(chans, c + after + 1)].sum(1) for c in range(chans)], axis=1)
+    return x / (bias + alpha / size * s) ** beta
+
+
+def _np_mvn(x: np.ndarray, axes: list[int]) -> np.ndarray:
+    """ONNX MeanVarianceNormalization in numpy (onnx.reference's adds a float32 epsilon to float64)."""
+    xc = x - x.mean(axis=tuple(axes), keepdims=True)
+    return xc / (np.sqrt((xc * xc).mean(axis=tuple(axes), keepdims=True)) + 1e-9)
+
+
+NUMPY_ORACLES = [
+    ("LRN", {"size": 3, "alpha": 0.5, "beta": 0.75, "bias": 1.5}, (2, 5, 2, 2),
+     lambda x: _np_lrn(x, 3, 0.5, 0.75, 1.5)),
+    ("LRN", {"size": 4, "alpha": 0.3, "beta": 0.6, "bias": 2.0}, (1, 6, 3), lambda x: _np_lrn(x, 4, 0.3, 0.6, 2.0)),
+    ("MeanVarianceNormalization", {}, (2, 3, 2, 3), lambda x: _np_mvn(x, [0, 2, 3])),
+    ("MeanVarianceNormalization", {"axes": [1, -1]}, (2, 3, 4), lambda x: _np_mvn(x, [1, 2])),
+]
+
+
+@pytest.mark.parametrize("op,attrs,shape,fn", NUMPY_ORACLES, ids=[f"{m[0]}{i}" for i, m in enumerate(NUMPY_ORACLES)])
+def test_more_adjoints_numpy_oracle(op: str, attrs: dict, shape: tuple, fn) -> None:  # type: ignore[no-untyped-def]
+    """Gradient of sum(op(x) * R) against central differences of a numpy twin of the operator."""
+    x = rnd(*shape)
+    r = np.random.default_rng(7).standard_normal(shape)
+    nodes = [helper.make_node(op, ["x"], ["y"], **attrs), helper.make_node("Mul", ["y", "R"], ["z"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F64, shape)],
+                          [helper.make_tensor_value_info("z", F64, shape)], [numpy_helper.from_array(r, "R")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    got = grad(model, {"x": x}, wrt=["x"])["x"]
+    expected = np.zeros_like(x)
+    eps = 1e-6
+    for idx in np.ndindex(shape):
+        hi, lo = x.copy(), x.copy()
+        hi[idx] += eps
+        lo[idx] -= eps
+        expected[idx] = (np.sum(fn(hi) * r) - np.sum(fn(lo) * r)) / (2 * eps)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=f"{op} d/dx")
+
+
+def _convt_per_group(x: np.ndarray, w: np.ndarray, group: int, attrs: dict) -> np.ndarray:
+    """Grouped ConvTranspose as one onnx.reference ConvTranspose per group (it ignores ``group``)."""
+    c, outs = x.shape[1] // group, []
+    for i in range(group):
+        node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], **attrs)
+        model = _model([node], {"x": x[:, i * c:(i + 1) * c]}, {"w": w[i * c:(i + 1) * c]}, "y", 17)
+        outs.append(ReferenceEvaluator(model).run(None, {"x": x[:, i * c:(i + 1) * c]})[0])
+    return np.concatenate(outs, axis=1)
+
+
+def test_more_adjoints_conv_transpose_grouped() -> None:
+    """Grouped ConvTranspose gradients (x and w) against central differences of a per-group oracle."""
+    attrs, group = {"strides": [2, 1], "dilations": [1, 2]}, 2
+    x, w = rnd(1, 4, 3, 3), rnd(4, 1, 2, 2, seed=1)
+    y = _convt_per_group(x, w, group, attrs)
+    r = np.random.default_rng(3).standard_normal(y.shape)
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["y"], group=group, **attrs),
+             helper.make_node("Mul", ["y", "R"], ["z"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F64, x.shape)],
+                          [helper.make_tensor_value_info("z", F64, y.shape)],
+                          [numpy_helper.from_array(w, "w"), numpy_helper.from_array(r, "R")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    got = grad(model, {"x": x}, wrt=["x", "w"])
+    for name, base in (("x", x), ("w", w)):
+        expected = np.zeros_like(base)
+        for idx in np.ndindex(base.shape):
+            hi, lo = base.copy(), base.copy()
+            hi[idx] += 1e-6
+            lo[idx] -= 1e-6
+            f_hi = _convt_per_group(hi, w, group, attrs) if name == "x" else _convt_per_group(x, hi, group, attrs)
+            f_lo = _convt_per_group(lo, w, group, attrs) if name == "x" else _convt_per_group(x, lo, group, attrs)
+            expected[idx] = (np.sum(f_hi * r) - np.sum(f_lo * r)) / 2e-6
+        np.testing.assert_allclose(got[name], expected, rtol=1e-5, atol=1e-6, err_msg=f"ConvTranspose d/d{name}")

@@ -217,3 +217,60 @@ def _conv_adj(b, node, g):  # type: ignore[no-untyped-def]
     if bias is not None and b.needs(2):
         gb = b.reshape(b.sum_to(g[0], (sw[0],) + (1,) * nd), (sw[0],))
     return [gx, gw, gb]
+
+
+def _conv_transpose_adj_geometry(b, node):  # type: ignore[no-untyped-def]
+    """(strides, dilations, leading pads, trailing pads) of the Conv that is a ConvTranspose's adjoint.
+
+    ConvTranspose scatters input position q to output q*s + k*d - lead; the Conv reading the output
+    gradient at those positions needs the same leading pad and a trailing pad giving back the
+    input's spatial size (any value in [need, need + stride) does; the smallest non-negative one).
+    """
+    x, w = node.inputs[:2]
+    sx, sw = b.shape(x), b.shape(w)
+    nd = len(sx) - 2
+    attrs = Attrs(node.attrs, node.opset, node.describe())
+    strides = list(node.attrs.get("strides", [1] * nd))
+    dil = list(node.attrs.get("dilations", [1] * nd))
+    opad = list(node.attrs.get("output_padding", [0] * nd))
+    lead, out = _conv_transpose_pads(attrs, sx[2:], sw[2:], strides, dil, opad)
+    trail = []
+    for i in range(nd):
+        need = (sx[2 + i] - 1) * strides[i] + (sw[2 + i] - 1) * dil[i] + 1 - out[i] - lead[i]
+        if lead[i] < 0 or need + strides[i] <= 0:
+            raise attrs.fail(f"gradients need a non-negative padding along spatial axis {i} "
+                             f"(leading pad {lead[i]}, output size {out[i]})")
+        trail.append(max(need, 0))
+    return strides, dil, lead, trail
+
+
+@adjoint("ConvTranspose")
+def _conv_transpose_adj(b, node, g):  # type: ignore[no-untyped-def]
+    """dX = Conv(dY, W) and dW = ConvWeightGrad(dY, X), with ConvTranspose's geometry (1-D and 2-D)."""
+    x, w = node.inputs[:2]
+    bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    sx, sw = b.shape(x), b.shape(w)
+    nd = len(sx) - 2
+    if nd not in (1, 2):
+        raise ValueError(f"{node.describe()}: gradients of ConvTranspose are implemented for 1-D and 2-D only")
+    strides, dil, lead, trail = _conv_transpose_adj_geometry(b, node)
+    group = int(node.attrs.get("group", 1))
+    gy = g[0]
+    gx = gw = gb = None
+    if b.needs(0):
+        gx = b.op("Conv", gy, w, kernel_shape=list(sw[2:]), strides=strides, dilations=dil, pads=lead + trail,
+                  group=group)
+    if b.needs(1):
+        sg = b.shape(gy)
+        x4, gy4, kernel = x, gy, list(sw[2:])
+        if nd == 1:  # the 2-D weight gradient on a unit-height view
+            x4 = b.reshape(x, (sx[0], sx[1], 1, sx[2]))
+            gy4 = b.reshape(gy, (sg[0], sg[1], 1, sg[2]))
+            kernel, strides, dil, lead, trail = [1, *kernel], [1, *strides], [1, *dil], [0, *lead], [0, *trail]
+        flat = [lead[0], lead[1], trail[0], trail[1]]
+        gw = b.reshape(b.op("ConvWeightGrad", gy4, x4, kernel_shape=kernel, strides=strides, dilations=dil,
+                            pads=flat, group=group), sw)
+    if bias is not None and b.needs(2):
+        oc = b.shape(gy)[1]
+        gb = b.reshape(b.sum_to(gy, (oc,) + (1,) * nd), (oc,))
+    return [gx, gw, gb]

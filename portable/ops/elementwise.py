@@ -458,3 +458,61 @@ def _cast_adj(b, node, g):  # type: ignore[no-untyped-def]
 @adjoint(["Floor", "Ceil", "Round", "Sign"])
 def _zero_adj(b, node, g):  # type: ignore[no-untyped-def]
     return [None]
+
+
+# ---------------------------------------------------------------------- adjoints: Celu, HardSwish, Mish, Mod,
+# and the piecewise-constant (boolean-valued) operators
+
+
+_unary_adj("Celu", lambda b, n, g, x, y: _where_neg(
+    b, x, b.mul(g, b.op("Exp", b.scale(x, 1.0 / n.attrs.get("alpha", 1.0)))), g))
+
+
+def _hard_swish_adj(b, n, g, x, y):  # type: ignore[no-untyped-def]
+    """d/dx x*clamp(x/6 + 1/2, 0, 1): 0 below -3, x/3 + 1/2 inside, 1 above 3."""
+    inner = b.mul(g, b.op("Add", b.scale(x, 1.0 / 3.0), b.scalar(0.5, x)))
+    upper = b.op("Select", x, b.scalar(3.0, x), g, inner, cmp="gt")
+    return b.op("Select", x, b.scalar(-3.0, x), b.scalar(0.0, g), upper, cmp="lt")
+
+
+_unary_adj("HardSwish", _hard_swish_adj)
+
+
+def _mish_adj(b, n, g, x, y):  # type: ignore[no-untyped-def]
+    """d/dx x*tanh(softplus(x)) = t + x * (1 - t^2) * sigmoid(x), t = tanh(softplus(x))."""
+    t = b.op("Tanh", b.op("Softplus", x))
+    dt = b.mul(b.op("Sub", b.scalar(1.0, x), b.mul(t, t)), b.op("Sigmoid", x))
+    return b.mul(g, b.op("Add", t, b.mul(x, dt)))
+
+
+_unary_adj("Mish", _mish_adj)
+
+
+@adjoint("Mod")
+def _mod_adj(b, node, g):  # type: ignore[no-untyped-def]
+    """a - b*q with q = floor(a/b) (fmod=0) or trunc(a/b) (fmod=1): da = g, db = -g*q (integers: none)."""
+    a, d = node.inputs[:2]
+    if "float" not in b.dtype(a):
+        return [None, None]
+    ga = b.unbroadcast(g[0], a) if b.needs(0) else None
+    gd = None
+    if b.needs(1):
+        q = b.op("Div", a, d)
+        if node.attrs.get("fmod", 0):  # trunc(q) = q - fmod(q, 1)
+            q = b.op("Sub", q, b.op("Mod", q, b.scalar(1.0, q), fmod=1))
+        else:
+            q = b.op("Floor", q)
+        gd = b.unbroadcast(b.neg(b.mul(g[0], q)), d)
+    return [ga, gd]
+
+
+@adjoint(["Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Xor"], nondiff=(0, 1))
+def _boolean_binary_adj(b, node, g):  # type: ignore[no-untyped-def]
+    """Comparisons and logic are piecewise constant: no gradient reaches their inputs."""
+    return [None, None]
+
+
+@adjoint(["Not", "IsInf", "IsNaN"], nondiff=(0,))
+def _boolean_unary_adj(b, node, g):  # type: ignore[no-untyped-def]
+    """Boolean-valued tests are piecewise constant: no gradient reaches their input."""
+    return [None]

@@ -74,3 +74,30 @@ def _log_softmax_adj(b, node, g):  # type: ignore[no-untyped-def]
     y = node.outputs[0]
     total = b.sum_to(g[0], _softmax_axes_shape(b, node))
     return [b.op("Sub", g[0], b.mul(b.op("Exp", y), total))]
+
+
+def _channel_window_mean(b, v: str, size: int, before: int, after: int) -> str:  # type: ignore[no-untyped-def]
+    """Mean over a window [c - before, c + after] along channels of N x C x spatial ``v`` (zeros outside)."""
+    s = b.shape(v)
+    rest = 1
+    for d in s[2:]:
+        rest *= d
+    col = b.reshape(v, (s[0], 1, s[1], rest))
+    avg = b.op("AveragePool", col, kernel_shape=[size, 1], pads=[before, 0, after, 0], count_include_pad=1)
+    return b.reshape(avg, s)
+
+
+@adjoint("LRN")
+def _lrn_adj(b, node, g):  # type: ignore[no-untyped-def]
+    """y = x * S^-beta, S = bias + alpha * window-mean(x^2):
+    dx = g * S^-beta - 2 * alpha * beta / size * x * window-sum'(g * x * S^(-beta-1)), where the
+    transposed window [c - after, c + before] collects every channel whose window holds c."""
+    x = node.inputs[0]
+    size = int(node.attrs.get("size"))
+    alpha, beta, bias = (float(node.attrs.get(k, v)) for k, v in (("alpha", 1e-4), ("beta", 0.75), ("bias", 1.0)))
+    before, after = (size - 1) // 2, size - 1 - (size - 1) // 2
+    big_s = b.op("Add", b.scalar(bias, x), b.scale(_channel_window_mean(b, b.mul(x, x), size, before, after), alpha))
+    direct = b.mul(g[0], b.op("Pow", big_s, b.scalar(-beta, x)))
+    t = b.mul(b.mul(g[0], x), b.op("Pow", big_s, b.scalar(-beta - 1.0, x)))
+    back = _channel_window_mean(b, t, size, after, before)  # mean = sum / size
+    return [b.op("Sub", direct, b.scale(b.mul(x, back), 2.0 * alpha * beta))]

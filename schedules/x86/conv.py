@@ -42,7 +42,9 @@ def _is_depthwise(d: dict[str, int]) -> bool:
 
 
 def _oc_blocks(ocg: int, lanes: int) -> list[int]:
-    mult = [lanes * m for m in (1, 2) if ocg % (lanes * m) == 0]
+    # two vector registers of output channels first: with ow_block outputs that is 2 * ow_block
+    # accumulators per broadcast input value (tuning on AVX-512 chose 32 channels for most layers)
+    mult = [lanes * m for m in (2, 1) if ocg % (lanes * m) == 0]
     if mult:
         return mult
     return sorted([d for d in divisors(ocg, lanes) if d >= 4], reverse=True)[:2] or [max(divisors(ocg, lanes))]

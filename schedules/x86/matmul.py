@@ -25,7 +25,9 @@ from .generic import GenericX86
 
 def _tile_candidates(extent: int, lanes: int) -> list[int]:
     """nr candidates: multiples of the vector width dividing N, else divisors of N up to 2 vectors."""
-    mult = [lanes * m for m in (2, 1, 4, 3) if extent % (lanes * m) == 0]
+    # AVX-512: 4 zmm per row x 4 rows = 16 of 32 registers; AVX2: 2 ymm x 4 rows = 8 of 16
+    prefs = (4, 2, 1, 3) if lanes >= 16 else (2, 1, 4, 3)
+    mult = [lanes * m for m in prefs if extent % (lanes * m) == 0]
     if mult:
         return mult
     half = [w * m for w in (lanes // 2, lanes // 4) for m in (4, 2, 1) if w >= 4 and extent % (w * m) == 0]
