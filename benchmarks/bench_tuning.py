@@ -143,6 +143,22 @@ def plot(result: dict[str, Any], path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def reach_within(result: dict[str, Any], tol: float) -> dict[str, dict[str, Any]]:
+    """Trials (and seconds, at each tuner's mean seconds per trial) until each best-so-far curve
+    is within ``tol`` of the better of the two final results."""
+    curves = {k: result.get(f"{k}_curve_s") for k in ("portable", "metaschedule")}
+    curves = {k: [c for c in v if c] for k, v in curves.items() if v}
+    if not curves:
+        return {}
+    target = min(min(v) for v in curves.values()) * (1 + tol)
+    out = {}
+    for k, curve in curves.items():
+        hit = next((i + 1 for i, c in enumerate(curve) if c <= target), None)
+        per_trial = result[f"{k}_wall_s"] / max(len(curve), 1)
+        out[k] = {"trials": hit, "seconds": hit * per_trial if hit else float("nan")}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write JSON + PNG."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -198,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                       metaschedule_trials=args.ms_trials or args.trials)
         if ms_mod is not None:
             result["metaschedule_s"], result["metaschedule_min_s"] = timed(ms_mod["main"], {})
+    result["reach_within_5pct"] = reach_within(result, 0.05)
     for key in ("default", "portable", "metaschedule", "numpy"):
         if f"{key}_s" in result:
             result[f"{key}_gflops"] = result["flops"] / result[f"{key}_s"] / 1e9
@@ -214,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"   best {result[f'{key}_min_s'] * 1e3:9.3f} ms {result[f'{key}_best_gflops']:7.1f} GFLOPS")
     print(f"tuning wall time: portable {result['portable_wall_s']:.0f}s"
           + (f", MetaSchedule {result['metaschedule_wall_s']:.0f}s" if "metaschedule_wall_s" in result else ""))
+    for tuner, r in result["reach_within_5pct"].items():
+        print(f"{tuner}: within 5% of the better final result after {r['trials']} trials, ~{r['seconds']:.0f} s")
     print(f"wrote {stem}.json and {stem}.png")
     return 0
 
