@@ -61,11 +61,13 @@ class Timing:
 
 
 def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeat: int | Mapping[str, int],
-                     warmup: int | Mapping[str, int] = 3) -> dict[str, Timing]:
-    """Time every callable ``repeat`` times after ``warmup`` calls, interleaving them round-robin.
+                     warmup: int | Mapping[str, int] = 3, rounds: int = 3) -> dict[str, Timing]:
+    """Time every callable ``repeat`` times after ``warmup`` calls, alternating engines in blocks.
 
-    ``repeat``/``warmup`` may be per-name mappings (e.g. fewer repeats for a slow engine); an engine
-    whose repeats are done simply drops out of later rounds.
+    Each round runs one block per engine (a warm-up call, then its share of the repeats), so
+    engines alternate over the run (load drifts hit all of them) but never call by call: thread
+    pools that spin after a call (onnxruntime's, TVM's) would otherwise steal the cores from the
+    engine timed next. ``repeat``/``warmup`` may be per-name mappings (fewer repeats for a slow engine).
     """
     reps = {k: int(repeat[k] if isinstance(repeat, Mapping) else repeat) for k in fns}
     warm = {k: int(warmup[k] if isinstance(warmup, Mapping) else warmup) for k in fns}
@@ -73,9 +75,13 @@ def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeat: int | Mapping
         for _ in range(warm[name]):
             fn()
     samples: dict[str, list[float]] = {k: [] for k in fns}
-    for i in range(max(reps.values(), default=0)):
+    for r in range(rounds):
         for name, fn in fns.items():
-            if i < reps[name]:
+            share = reps[name] // rounds + (1 if r < reps[name] % rounds else 0)
+            if share == 0:
+                continue
+            fn()  # let this engine's thread pool take the cores back
+            for _ in range(share):
                 t0 = time.perf_counter()
                 fn()
                 samples[name].append(time.perf_counter() - t0)
