@@ -102,14 +102,19 @@ def ort_run(model: Any, threads: int) -> Any:
 
 
 def bench_one(name: str, model: Any, budget: str, log: str, threads: int, repeat: int,
-              competitor: str = "onnxruntime", flops: float | None = None) -> dict[str, Any]:
-    """Tune ``model``, then time untuned, tuned and the competitor interleaved."""
+              competitor: str = "onnxruntime", flops: float | None = None,
+              previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Tune ``model`` (unless ``previous`` holds an earlier run's tuning figures, which are kept),
+    then time untuned, tuned and the competitor in alternating blocks."""
     import portable
 
     feeds = feeds_for(model)
-    t0 = time.perf_counter()
-    summary = portable.tune(model, target="host", budget=budget, log=log, progress=False)
-    tune_s = time.perf_counter() - t0
+    if previous is not None:
+        summary, tune_s = {"trials": previous.get("trials")}, previous.get("tune_s")
+    else:
+        t0 = time.perf_counter()
+        summary = portable.tune(model, target="host", budget=budget, log=log, progress=False)
+        tune_s = time.perf_counter() - t0
     untuned = portable.compile(model, use_tuning_logs=False, cache=False)
     tuned = portable.compile(model, use_tuning_logs=True, cache=False)
     if competitor == "numpy":
@@ -144,7 +149,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=default_threads())
     p.add_argument("--log", default=None, help="tuning log (default: the shipped log for this target)")
     p.add_argument("--out", default="benchmarks/results/tuned.json")
+    p.add_argument("--no-tune", action="store_true",
+                   help="re-time only, using the log as it is and the tuning figures already in --out")
     args = p.parse_args(argv)
+    import json
+
+    old: dict[str, Any] = {}
+    if args.no_tune and os.path.exists(args.out):
+        with open(args.out) as f:
+            old = json.load(f)
+
+    def prev(section: str, name: str) -> dict[str, Any] | None:
+        return old.get(section, {}).get(name, {}) if args.no_tune else None
+
     set_threads(args.threads)
     from models import get_model  # noqa: E402
 
@@ -158,16 +175,19 @@ def main(argv: list[str] | None = None) -> int:
     kernels = [k for k in args.kernels.split(",") if k]
     if "matmul" in kernels:
         result["kernels"]["matmul_1024"] = bench_one("matmul_1024", matmul_model(1024), args.budget_kernel, log,
-                                                     args.threads, args.repeat, "numpy", 2 * 1024 ** 3)
+                                                     args.threads, args.repeat, "numpy", 2 * 1024 ** 3,
+                                                     previous=prev("kernels", "matmul_1024"))
     if "convs" in kernels:
         for name, cin, cout, hw, k, s in RESNET18_CONVS:
             oh = (hw + 2 * (k // 2) - k) // s + 1
             flops = 2.0 * cout * oh * oh * cin * k * k
             result["kernels"][name] = bench_one(name, conv_model(cin, cout, hw, k, s), args.budget_kernel, log,
-                                                args.threads, args.repeat, flops=flops)
+                                                args.threads, args.repeat, flops=flops,
+                                                previous=prev("kernels", name))
         write_json(args.out, result)
     for name in [m for m in args.models.split(",") if m]:
-        result["models"][name] = bench_one(name, get_model(name), args.budget_model, log, args.threads, args.repeat)
+        result["models"][name] = bench_one(name, get_model(name), args.budget_model, log, args.threads, args.repeat,
+                                           previous=prev("models", name))
         write_json(args.out, result)
     for k in result["kernels"].values():
         if "gflops" in k:
@@ -177,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
              f"{r.get('onnxruntime_ms', r.get('numpy_ms', 0)):.3f}",
              f"{r.get('tuned_vs_onnxruntime', r.get('tuned_vs_numpy', 0)):.2f}",
              f"{r['gflops']['tuned']:.1f}" if "gflops" in r else "-",
-             f"{r.get('tuned_pct_of_peak', 0):.0f}%" if "gflops" in r else "-", f"{r['tune_s']:.0f}"]
+             f"{r.get('tuned_pct_of_peak', 0):.0f}%" if "gflops" in r else "-",
+             f"{r['tune_s']:.0f}" if r.get("tune_s") else "-"]
             for n, r in {**result["kernels"], **result["models"]}.items()]
     print(format_table(["workload", "untuned ms", "tuned ms", "competitor ms", "tuned/competitor", "GFLOPS",
                         "% peak", "tune s"], rows))
