@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import tvm  # noqa: F401  (names the expression type in annotations)
 from tvm import te, tirx
 
 from .registry import shape_of
@@ -27,13 +28,13 @@ def broadcast_shape(*shapes: Sequence[int]) -> tuple[int, ...]:
     return tuple(out)
 
 
-def broadcast_index(t: te.Tensor, out_index: Sequence["tvm.ir.PrimExpr"]) -> list["tvm.ir.PrimExpr"]:
+def broadcast_index(t: te.Tensor, out_index: Sequence["tvm.ir.expr.Expr"]) -> list["tvm.ir.expr.Expr"]:
     """Index into ``t`` for an element of the broadcast output at ``out_index``."""
     shape = shape_of(t)
     offset = len(out_index) - len(shape)
     return [0 if d == 1 else out_index[offset + i] for i, d in enumerate(shape)]
 
 
-def const(value: float | int, dtype: str) -> "tvm.ir.PrimExpr":
+def const(value: float | int, dtype: str) -> "tvm.ir.expr.Expr":
     """A TIR immediate of the given dtype."""
     return tirx.const(value, dtype)
