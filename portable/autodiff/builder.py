@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from tvm import te
 
-from ..errors import ModelError, PortableError
+from ..errors import ModelError
 from ..graph import Graph, Node, TensorInfo
-from ..ops.registry import REGISTRY, Attrs, shape_of
+from ..ops.infer import infer_node
+from ..ops.registry import REGISTRY
 
 
 class GradBuilder:
@@ -89,28 +89,7 @@ class GradBuilder:
             self.graph.values = saved
 
     def _infer(self, node: Node) -> None:
-        op = REGISTRY[node.op]
-        args: list[Any] = []
-        for idx, i in enumerate(node.inputs):
-            if not i:
-                args.append(None)
-            elif idx in op.const_inputs:
-                if i not in self.graph.constants:
-                    raise ModelError(f"{node.describe()}: input {idx} ({i!r}) must be a compile-time constant")
-                args.append(self.graph.constants[i])
-            else:
-                info = self.graph.values[i]
-                args.append(te.placeholder(info.shape, info.dtype, name=f"in{idx}"))
-        try:
-            outs = op.compute(args, Attrs(node.attrs, node.opset, node.describe()))
-        except PortableError:
-            raise
-        except Exception as exc:
-            shapes = [self.graph.values[i].shape if i else None for i in node.inputs]
-            raise ModelError(f"{node.describe()}: cannot build it for input shapes {shapes}: {exc}") from exc
-        for name, t in zip(node.outputs, outs):
-            self.graph.values[name] = TensorInfo(shape_of(t), str(t.dtype))
-        node.outputs = node.outputs[: len(outs)]
+        infer_node(node, self.graph.values, self.graph.constants, count_outputs=False)
 
     # ------------------------------------------------------------ common gradient idioms
     def add(self, a: str, b: str) -> str:

@@ -15,12 +15,12 @@ from typing import Any, Mapping
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
-from tvm import te
 
 from .. import ops  # noqa: F401  (registers the operators)
-from ..errors import ModelError, PortableError, UnsupportedOperatorError
+from ..errors import ModelError, UnsupportedOperatorError
 from ..graph import Graph, Node, TensorInfo
-from ..ops.registry import REGISTRY, Attrs, shape_of
+from ..ops.infer import infer_node
+from ..ops.registry import REGISTRY
 
 #: opsets of the default domain this importer understands natively; others are converted. Opsets 23-28
 #: changed registered operators only by adding element types or backward-compatible variants that the
@@ -250,30 +250,7 @@ class _Importer:
             self._set_const(o, np.asarray(r))
 
     def _infer(self, node: Node) -> None:
-        op = REGISTRY[node.op]
-        args: list[Any] = []
-        for idx, i in enumerate(node.inputs):
-            if not i:
-                args.append(None)
-            elif idx in op.const_inputs:
-                if i not in self.constants:
-                    raise ModelError(f"{node.describe()}: input {idx} ({i!r}) must be a compile-time constant")
-                args.append(self.constants[i])
-            else:
-                info = self.values[i]
-                args.append(te.placeholder(info.shape, info.dtype, name=f"in{idx}"))
-        attrs = Attrs(node.attrs, node.opset, node.describe(), len(node.outputs))
-        try:
-            outs = op.compute(args, attrs)
-        except PortableError:
-            raise
-        except Exception as exc:
-            raise ModelError(f"{node.describe()}: cannot build its computation for input shapes "
-                             f"{[self.values[i].shape if i else None for i in node.inputs]}: {exc}") from exc
-        for name, t in zip(node.outputs, outs):
-            if name:
-                self.values[name] = TensorInfo(shape_of(t), str(t.dtype))
-        node.outputs = node.outputs[: len(outs)]
+        infer_node(node, self.values, self.constants)
 
 
 def load_onnx(model: Any, shapes: Mapping[str, tuple[int, ...]] | None = None,
