@@ -22,7 +22,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--target", default="host")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", default=None, help="where to write the trained ONNX model")
-    p.set_defaults(func=run_train)
+    p.set_defaults(fn=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:

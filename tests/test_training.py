@@ -271,3 +271,29 @@ def test_model_computed_loss_by_name() -> None:
     losses = [tr.step(x, t) for _ in range(60)]
     assert losses[-1] < 1e-3 * losses[0]
     np.testing.assert_allclose(tr.params["W"].ravel(), [1.0, -2.0, 0.5], atol=0.02)
+
+
+def test_train_command_fits_a_linear_classifier(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`portable train` on a separable 2-class problem: the exported model classifies it (onnxruntime)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from portable.cli import main as cli_main
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((256, 4)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    w = numpy_helper.from_array(np.zeros((4, 2), np.float32), "fc.weight")
+    b = numpy_helper.from_array(np.zeros(2, np.float32), "fc.bias")
+    graph = helper.make_graph([helper.make_node("Gemm", ["x", "fc.weight", "fc.bias"], ["logits"])], "lin",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [32, 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [32, 2])], [w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path, data, out = tmp_path / "lin.onnx", tmp_path / "d.npz", tmp_path / "lin.trained.onnx"
+    onnx.save(model, str(path))
+    np.savez(data, x=x, y=y)
+    assert cli_main(["train", str(path), "--data", str(data), "--epochs", "3", "--batch", "32",
+                     "--lr", "0.05", "-o", str(out)]) == 0
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    pred = np.concatenate([sess.run(None, {"x": x[i:i + 32]})[0].argmax(1) for i in range(0, 256, 32)])
+    assert (pred == y).mean() > 0.9
