@@ -538,3 +538,18 @@ def test_tasks_of_a_model_are_weighted_by_occurrence() -> None:
 
     exe = portable.compile(model, cache=False)
     assert mm[0].workload in {k["workload"] for k in exe.plan.kernels.values()}
+
+
+def test_tune_and_logs_commands(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """`portable tune --kernel ... --trials` writes verified records; `portable logs best` shows them."""
+    from portable.cli import main as cli_main
+    from portable.tune.records import load_all
+
+    log = str(tmp_path / "k.jsonl")
+    assert cli_main(["tune", "--kernel", "matmul", "--shape", "64x64x64", "--trials", "3", "--log", log,
+                     "--no-progress"]) == 0
+    recs = load_all([log])
+    assert len(recs) == 3 and any(r.verified for r in recs)
+    capsys.readouterr()
+    assert cli_main(["logs", "best", log]) == 0
+    assert "matmul" in capsys.readouterr().out
