@@ -47,3 +47,18 @@ def test_target_keys_differ() -> None:
     keys = {resolve_target(t).key for t in ("x86-avx2", "x86-avx512", "aarch64")}
     assert len(keys) == 3
     assert np.all([resolve_target("host").num_cores >= 1])
+
+
+def test_cross_target_compiles_but_refuses_to_run_here() -> None:
+    """An aarch64 build produces ARM code; running it on this x86 host is a clear error, not a crash."""
+    import platform
+
+    import portable
+    from portable.demo import demo_model
+
+    if platform.machine() in ("aarch64", "arm64"):
+        pytest.skip("host is ARM")
+    exe = portable.compile(demo_model(), target="aarch64", cache=False)
+    assert "fmla" in exe.lib.mod.inspect_source("asm") or "fmla" in exe.lib.inspect_source("asm")
+    with pytest.raises(PortableError, match="cannot run on this machine"):
+        exe.run(np.zeros((1, 3, 64, 64), np.float32))

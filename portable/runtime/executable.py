@@ -263,7 +263,13 @@ class Executable:
 def export_library(lib: Any, path: str, target: TargetInfo) -> None:
     """Export compiled kernels as a shared library, cross-linking for non-host targets."""
     if target.cross_compiler:
+        import shutil
+
         from tvm.support import cc
+
+        if shutil.which(target.cross_compiler) is None:
+            raise PortableError(f"exporting for {target.name} needs the cross compiler {target.cross_compiler} "
+                                f"on PATH (Debian: apt-get install g++-{target.cross_compiler.rsplit('-', 1)[0]})")
 
         lib.export_library(path, fcompile=cc.cross_compiler(target.cross_compiler))
     else:
