@@ -30,19 +30,31 @@ def _poly(x: Expr, coeffs: list[float]) -> Expr:
     return acc
 
 
+def _keep_nan(x: Expr, y: Expr) -> Expr:
+    """``y``, but NaN where ``x`` is NaN (the clamps below would otherwise swallow it)."""
+    return tirx.Select(te.isnan(x), x, y)
+
+
 def exp(x: Expr) -> Expr:
-    """e**x."""
+    """e**x (inf above float32's range, 0 below its normal range)."""
     if _dtype(x) != "float32":
         return te.exp(x)
-    # keep 2**n a normal float: n in [-125, 128], built as 2**(n-1) * 2
-    x = te.min(te.max(x, _c(-86.6)), _c(88.72))
+    orig = x
+    x = te.min(te.max(x, _c(-103.9)), _c(88.7228))
     n = te.floor(x * _c(1.44269504088896341) + _c(0.5))
     r = x - n * _c(0.693359375) + n * _c(2.12194440e-4)
     p = _poly(r, [1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
                   1.6666665459e-1, 5.0000001201e-1])
     y = p * r * r + r + _c(1.0)
-    half_two_n = tirx.reinterpret("float32", (n.astype("int32") + 126) << 23)
-    return y * half_two_n * _c(2.0)
+    # 2**n as 2**n1 * 2**n2 with both halves normal floats, so results down to the denormals are right
+    ni = n.astype("int32")
+    n1 = ni >> 1
+    n2 = ni - n1
+    scale1 = tirx.reinterpret("float32", (n1 + 127) << 23)
+    scale2 = tirx.reinterpret("float32", (n2 + 127) << 23)
+    value = tirx.Select(orig > _c(88.72283935546875), _c(float("inf")),
+                        tirx.Select(orig < _c(-103.9), _c(0.0), y * scale1 * scale2))
+    return _keep_nan(orig, value)
 
 
 def tanh(x: Expr) -> Expr:
@@ -55,7 +67,7 @@ def tanh(x: Expr) -> Expr:
                         5.12229709037114e-08, 1.48572235717979e-05, 6.37261928875436e-04,
                         4.89352455891786e-03])
     q = _poly(x2, [1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03])
-    return tirx.Select(te.abs(x) < _c(0.0004), x, p / q)
+    return _keep_nan(x, tirx.Select(te.abs(x) < _c(0.0004), x, p / q))
 
 
 def erf(x: Expr) -> Expr:
@@ -69,4 +81,4 @@ def erf(x: Expr) -> Expr:
                         -1.60960333262415e-02])
     q = _poly(x2, [-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
                    -7.37332916720468e-03, -1.42647390514189e-02])
-    return p / q
+    return _keep_nan(x, p / q)
