@@ -9,12 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from typing import Any, Callable
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import time_interleaved  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
@@ -100,15 +104,8 @@ THREADS = 2
 
 
 def _time(fn: Callable[[], Any], repeat: int, warmup: int = 3) -> float:
-    """Median wall-clock seconds of ``repeat`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    """Median wall-clock seconds of ``repeat`` calls after ``warmup`` calls (benchmarks/common.py)."""
+    return time_interleaved({"step": fn}, repeat, warmup, rounds=1)["step"].median_ms / 1e3
 
 
 def bench_portable(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray, repeat: int) -> tuple[float, float]:
