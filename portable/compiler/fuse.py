@@ -38,7 +38,6 @@ class Group:
 def fuse(graph: Graph) -> list[Group]:
     """Greedy producer-consumer fusion in topological order."""
     consumers = graph.consumers()
-    producers = graph.producers()
     group_of: dict[str, int] = {}  # value name -> index of producing group
     groups: list[Group] = []
 
@@ -79,5 +78,4 @@ def fuse(graph: Graph) -> list[Group]:
         for out in node.outputs:
             if out:
                 group_of[out] = target
-    del producers
     return groups

@@ -58,7 +58,6 @@ def lower_group(graph: Graph, group: Group, index: int) -> Kernel:
     placeholders: list[te.Tensor] = []
     arg_names: list[str] = []
     const_args: dict[int, str] = {}
-    produced = {o for n in group.nodes for o in n.outputs if o}
     anchor_tensor = None
 
     for node in group.nodes:
@@ -108,7 +107,6 @@ def lower_group(graph: Graph, group: Group, index: int) -> Kernel:
     anchor_block = _find_anchor_block(func, anchor_tensor) if anchor_tensor is not None else None
     family = REGISTRY[group.anchor.op].family if group.anchor is not None else (
         "elemwise" if group.pattern <= Pattern.INJECTIVE else "generic")
-    del produced
     return Kernel(
         name=f"k{index}_{_safe(group.tail.op.lower())}",
         func=func.with_attr("global_symbol", f"k{index}"),

@@ -360,14 +360,20 @@ def _check_float(x: te.Tensor, attrs: Attrs) -> None:
         raise attrs.fail(f"input must be a floating-point tensor, got {x.dtype}")
 
 
-@register("Softmax", Pattern.ANCHOR, "softmax")
-def softmax(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
-    """ONNX Softmax, ``exp(x - max) / sum(exp(x - max))``."""
+def _softmax_setup(ins: Sequence[te.Tensor], attrs: Attrs, name: str) -> tuple:
+    """(x, rank, normalised axes, row max, row sum of exp) shared by Softmax and LogSoftmax."""
     x = ins[0]
     _check_float(x, attrs)
     rank = len(x.shape)
     axes = softmax_axes(attrs, rank)
-    m, s = _softmax_parts(x, axes, "softmax")
+    m, s = _softmax_parts(x, axes, name)
+    return x, rank, axes, m, s
+
+
+@register("Softmax", Pattern.ANCHOR, "softmax")
+def softmax(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
+    """ONNX Softmax, ``exp(x - max) / sum(exp(x - max))``."""
+    x, rank, axes, m, s = _softmax_setup(ins, attrs, "softmax")
 
     def body(*i: Expr) -> Expr:
         r = tuple(reduced_index(i, rank, axes, True))
@@ -379,11 +385,7 @@ def softmax(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
 @register("LogSoftmax", Pattern.ANCHOR, "softmax")
 def log_softmax(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
     """ONNX LogSoftmax, ``x - max - log(sum(exp(x - max)))``."""
-    x = ins[0]
-    _check_float(x, attrs)
-    rank = len(x.shape)
-    axes = softmax_axes(attrs, rank)
-    m, s = _softmax_parts(x, axes, "log_softmax")
+    x, rank, axes, m, s = _softmax_setup(ins, attrs, "log_softmax")
 
     def body(*i: Expr) -> Expr:
         r = tuple(reduced_index(i, rank, axes, True))

@@ -48,18 +48,15 @@ class GenericX86(Template):
         if len(outs) == 1:
             outer = parallel_outer(sch, first, _shared_leading_dims(sch, first), min_chunks)
             others = [b for b in blocks(sch) if block_name(sch, b) != block_name(sch, first)]
-            placed = []
+            # nest producers under the output's parallel loop; those that cannot be nested are
+            # parallelised on their own by the loop below
             for blk in reversed(others):
                 if outer is None:
                     break
                 try:
                     sch.compute_at(blk, outer, preserve_unit_loops=True)
-                    placed.append(blk)
                 except ScheduleError:
                     break
-            if len(placed) != len(others):
-                # could not nest everything under the output loop: schedule each block alone
-                pass
         for blk in blocks(sch):
             if not knobs["vectorize"]:
                 break
