@@ -7,11 +7,6 @@ import numpy as np
 from ..graph import Graph
 
 
-def _single_use(graph: Graph, value: str) -> bool:
-    uses = graph.consumers().get(value, [])
-    return len(uses) == 1 and value not in graph.outputs
-
-
 def fold_batchnorm_into_conv(graph: Graph) -> int:
     """Rewrite Conv(W, b) -> BatchNormalization(inference) into one Conv with scaled weights.
 
@@ -19,6 +14,7 @@ def fold_batchnorm_into_conv(graph: Graph) -> int:
     statistics are folded; anything else is left for the elementwise fusion.
     """
     producers = graph.producers()
+    consumers = graph.consumers()  # computed once: each BN reads its conv's original output
     consts = graph.constants
     removed: set[int] = set()
     folded = 0
@@ -26,7 +22,8 @@ def fold_batchnorm_into_conv(graph: Graph) -> int:
         if bn.op != "BatchNormalization" or bn.attrs.get("training_mode", 0) or len(bn.outputs) > 1:
             continue
         conv = producers.get(bn.inputs[0])
-        if conv is None or conv.op != "Conv" or not _single_use(graph, bn.inputs[0]):
+        single_use = len(consumers.get(bn.inputs[0], [])) == 1 and bn.inputs[0] not in graph.outputs
+        if conv is None or conv.op != "Conv" or not single_use:
             continue
         w_name = conv.inputs[1]
         b_name = conv.inputs[2] if len(conv.inputs) > 2 and conv.inputs[2] else ""
