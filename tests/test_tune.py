@@ -87,11 +87,28 @@ def _layernorm(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.
     return make_model([node], {"x": x}, ["y"], {"s": s, "b": b}), {"x": x}
 
 
+def _nchwc_chain(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """NCHW-input conv -> blocked strided conv + residual Add -> depthwise -> max and average pools (NCHWc)."""
+    x = rng.standard_normal((1, 3, 14, 14)).astype(np.float32)
+    consts = {"w1": rng.standard_normal((32, 3, 3, 3)).astype(np.float32) * 0.3,
+              "w2": rng.standard_normal((32, 32, 3, 3)).astype(np.float32) * 0.1,
+              "b2": rng.standard_normal(32).astype(np.float32),
+              "w3": rng.standard_normal((32, 1, 3, 3)).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["c1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c1", "c2"], ["r"]),
+             helper.make_node("Conv", ["r", "w3"], ["c3"], pads=[1, 1, 1, 1], group=32, strides=[2, 2]),
+             helper.make_node("MaxPool", ["c3"], ["p1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("AveragePool", ["p1"], ["y"], kernel_shape=[2, 2], strides=[1, 1])]
+    return make_model(nodes, {"x": x}, ["y"], consts), {"x": x}
+
+
 #: (id, model builder, random points per task besides the default)
 WORKLOADS: list[tuple[str, Callable[..., Any], int]] = [
     ("matmul", _mm, 4), ("batch_matmul", _bmm, 2), ("gemm_relu", _gemm_relu, 2),
     ("conv_relu", _conv_relu, 4), ("conv_s2_g2", _conv_s2_g2, 2), ("elemwise", _elemwise, 2),
     ("maxpool", _maxpool, 1), ("softmax", _softmax, 1), ("layernorm", _layernorm, 1),
+    ("nchwc_chain", _nchwc_chain, 5),
 ]
 
 

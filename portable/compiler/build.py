@@ -67,7 +67,7 @@ def compile_graph(graph: Graph, target: str | TargetInfo | None = "host",
     configure_threads()
     tgt = resolve_target(target)
     t0 = time.perf_counter()
-    graph = simplify(graph)
+    graph = simplify(graph, tgt)
     groups = fuse(graph)
     funcs: dict[str, tvm.tirx.PrimFunc] = {}
     by_workload: dict[str, str] = {}

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+import os
+from typing import Any
+
 import numpy as np
 
 from ..graph import Graph
+from .layout import convert_to_nchwc
 
 
 def fold_batchnorm_into_conv(graph: Graph) -> int:
@@ -50,10 +55,36 @@ def fold_batchnorm_into_conv(graph: Graph) -> int:
     return folded
 
 
-def simplify(graph: Graph) -> Graph:
-    """Run all inference rewrites in place and drop dead nodes."""
+def uses_nchwc(target: Any) -> int:
+    """Channel block for the NCHWc layout pass on ``target`` (0: keep NCHW).
+
+    CPU targets block by their fp32 SIMD width; PORTABLE_LAYOUT=nchw turns the pass off.
+    """
+    if target is None or os.environ.get("PORTABLE_LAYOUT", "").lower() == "nchw":
+        return 0
+    return target.vector_lanes_f32 if target.family == "x86" and target.vector_lanes_f32 >= 8 else 0
+
+
+def simplify(graph: Graph, target: Any = None) -> Graph:
+    """Run all inference rewrites and drop dead nodes; returns a rewritten copy (arrays shared).
+
+    With a ``target`` (a TargetInfo), convolution chains move to that target's NCHWc layout.
+    """
+    graph = copy_graph(graph)
     fold_batchnorm_into_conv(graph)
+    block = uses_nchwc(target)
+    if block:
+        convert_to_nchwc(graph, block)
     graph.prune()
     return graph
+
+
+def copy_graph(graph: Graph) -> Graph:
+    """A copy that passes may rewrite without touching the caller's graph (constants shared)."""
+    out = copy.copy(graph)
+    out.nodes = copy.deepcopy(graph.nodes)
+    out.inputs, out.outputs = list(graph.inputs), list(graph.outputs)
+    out.values, out.constants, out.params = dict(graph.values), dict(graph.constants), set(graph.params)
+    return out
 
 

@@ -6,6 +6,7 @@ from . import (  # noqa: F401
     matmul,
     movement,
     nn,
+    blocked,
     normalization,
     reduce,
     training,

@@ -97,7 +97,7 @@ def extract_tasks(model: Any, target: str | TargetInfo | None = "host", min_spac
 
     graph = _shallow_copy(model) if isinstance(model, Graph) else load_onnx(model)
     tgt = resolve_target(target)
-    graph = simplify(graph)
+    graph = simplify(graph, tgt)
     tasks: dict[str, Task] = {}
     for gi, group in enumerate(fuse(graph)):
         kernel = lower_group(graph, group, gi)

@@ -1,0 +1,241 @@
+"""Layout pass: run convolution chains in the channel-blocked NCHWc layout (inference, CPU targets).
+
+Why a graph pass and not a per-kernel layout choice: an NCHW convolution vectorises over output
+channels only if it transposes its input on every call, and a strided or depthwise NCHW
+convolution needs gathers. In ``[N, C/cb, H, W, cb]`` (cb = SIMD lanes) every operator of a CNN's
+body (convolution, pooling, bias, activations, residual adds, channel concat) reads and writes
+whole channel vectors, so the layout is converted once at the region's borders instead of
+per kernel. onnxruntime's MLAS does the same (NCHWc between its convolutions).
+
+Rules:
+- Seeds: 2-D ``Conv`` with constant float32 weights, groups 1 or depthwise (multiplier 1), and at
+  least one full block of output channels. Its weights are packed here, once.
+- Propagation: elementwise ops whose other operands are blocked values of the same shape, scalars,
+  or per-channel constants (packed to ``[1, C/cb, 1, 1, cb]``); MaxPool/AveragePool (2-D); Concat
+  on the channel axis when every part fills whole blocks.
+- A zero-padded channel tail is only carried through ops that keep its lanes finite (the next
+  convolution multiplies them by zero weights); anything else gets the NCHW form, made by one
+  ``FromNCHWc`` the first time a consumer needs it. Graph outputs are always NCHW.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..graph import Graph, Node
+from ..ops.blocked import pack_channel_vector, pack_conv_weight
+from ..ops.conv import conv_pads
+from ..ops.infer import infer_node
+from ..ops.registry import Attrs
+
+#: elementwise ops whose result does not depend on the element's position (layout free), and
+#: which keep finite values finite, so they may also run on a zero-padded channel tail
+FINITE_ELEMWISE = {"Relu", "Clip", "LeakyRelu", "Add", "Sub", "Mul", "Sigmoid", "HardSigmoid", "HardSwish",
+                   "Tanh", "Max", "Min", "Sum", "Identity", "PRelu", "Abs", "Neg", "Elu", "Selu", "Softsign",
+                   "Erf", "Mean"}
+#: layout-free elementwise ops that may produce inf/NaN from a padded lane (whole blocks only)
+OTHER_ELEMWISE = {"Div", "Exp", "Log", "Sqrt", "Reciprocal", "Softplus", "Pow", "Mish", "Gelu"}
+
+
+class _Rewriter:
+    """State of one pass over the graph: which values exist in blocked form and under what name."""
+
+    def __init__(self, graph: Graph, block: int):
+        self.g = graph
+        self.block = block
+        self.nodes: list[Node] = []
+        self.blocked: dict[str, str] = {}  # NCHW value -> its blocked twin
+        self.channels: dict[str, int] = {}  # blocked value -> real channel count
+        self.plain_ready: set[str] = set(graph.inputs) | set(graph.constants)
+        self.counter = 0
+
+    # --------------------------------------------------------------------------------- helpers
+    def fresh(self, base: str) -> str:
+        """A new value name derived from ``base``."""
+        self.counter += 1
+        return f"{base}::nchwc{self.counter}"
+
+    def const(self, base: str, arr: np.ndarray) -> str:
+        """Add a compile-time constant."""
+        name = self.fresh(base)
+        self.g.constants[name] = arr
+        from ..graph import TensorInfo
+
+        self.g.values[name] = TensorInfo(tuple(arr.shape), str(arr.dtype))
+        return name
+
+    def emit(self, node: Node) -> None:
+        """Append ``node`` and record its output types."""
+        infer_node(node, self.g.values, self.g.constants)
+        self.nodes.append(node)
+
+    def padded(self, value: str) -> bool:
+        """True if blocked ``value`` carries a zero-padded channel tail."""
+        return self.channels[value] % self.block != 0
+
+    def as_plain(self, value: str) -> str:
+        """The NCHW name of ``value``, converting it from its blocked twin on first use."""
+        if value in self.plain_ready or value not in self.blocked:
+            return value
+        self.nodes.append(Node("FromNCHWc", f"{value}::from_nchwc", [self.blocked[value]], [value],
+                               {"channels": self.channels[self.blocked[value]]}))
+        self.plain_ready.add(value)
+        return value
+
+    def as_blocked(self, value: str) -> str:
+        """The blocked name of 4-D float ``value``, converting it from NCHW on first use."""
+        if value in self.blocked:
+            return self.blocked[value]
+        out = self.fresh(value)
+        self.emit(Node("ToNCHWc", f"{value}::to_nchwc", [value], [out], {"block": self.block}))
+        self.blocked[value] = out
+        self.channels[out] = self.g.values[value].shape[1]
+        return out
+
+    def produce(self, node: Node, blocked_out: str, channels: int) -> None:
+        """Record that ``node`` (already emitted) produced the blocked twin of its first output."""
+        self.blocked[node.outputs[0]] = blocked_out
+        self.channels[blocked_out] = channels
+
+    # ----------------------------------------------------------------------------------- rules
+    def conv(self, node: Node) -> bool:
+        """Rewrite a qualifying Conv to NCHWcConv."""
+        g, x = self.g, node.inputs[0]
+        w_name = node.inputs[1]
+        b_name = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else ""
+        info = g.values.get(x)
+        if info is None or len(info.shape) != 4 or info.dtype != "float32" or w_name not in g.constants:
+            return False
+        if b_name and b_name not in g.constants:
+            return False
+        w = g.constants[w_name]
+        oc, icg, kh, kw = w.shape
+        groups = int(node.attrs.get("group", 1))
+        c = info.shape[1]
+        depthwise = groups > 1 and groups == c == oc and icg == 1
+        if (groups != 1 and not depthwise) or oc < self.block:
+            return False
+        if depthwise and x not in self.blocked and c % self.block:
+            return False
+        attrs = Attrs(node.attrs, node.opset, node.describe())
+        dil = [int(d) for d in node.attrs.get("dilations", [1, 1])]
+        strides = [int(s) for s in node.attrs.get("strides", [1, 1])]
+        pads = conv_pads(attrs, info.shape[2:], [kh, kw], strides, dil)
+        blocked_in = depthwise or x in self.blocked
+        xin = self.as_blocked(x) if blocked_in else x
+        packed = pack_conv_weight(w, self.block, blocked_in and not depthwise, depthwise)
+        ins = [xin, self.const(w_name, packed)]
+        if b_name:
+            ins.append(self.const(b_name, pack_channel_vector(g.constants[b_name], self.block)))
+        out = self.fresh(node.outputs[0])
+        self.emit(Node("NCHWcConv", node.name, ins, [out],
+                       {"strides": strides, "dilations": dil, "depthwise": int(depthwise),
+                        "pads": [pads[0][0], pads[1][0], pads[0][1], pads[1][1]]}, node.opset))
+        self.produce(node, out, oc)
+        return True
+
+    def elementwise(self, node: Node) -> bool:
+        """Run a layout-free elementwise op on blocked operands."""
+        if node.op not in FINITE_ELEMWISE | OTHER_ELEMWISE or len(node.outputs) != 1:
+            return False
+        blocked = [i for i in node.inputs if i in self.blocked]
+        if not blocked:
+            return False
+        shape = self.g.values[node.inputs[0] if node.inputs[0] in self.blocked else blocked[0]].shape
+        if self.g.values[node.outputs[0]].shape != shape:
+            return False
+        channels = self.channels[self.blocked[blocked[0]]]
+        if channels % self.block and node.op not in FINITE_ELEMWISE:
+            return False
+        new_inputs: list[str] = []
+        for name in node.inputs:
+            new_inputs.append(self._operand(name, shape))
+            if new_inputs[-1] is None:
+                return False
+        out = self.fresh(node.outputs[0])
+        self.emit(Node(node.op, node.name, new_inputs, [out], dict(node.attrs), node.opset, node.domain))
+        self.produce(node, out, channels)
+        return True
+
+    def _operand(self, name: str, shape: tuple[int, ...]) -> Any:
+        """Blocked form of one elementwise operand, or None if it cannot take one."""
+        if not name:
+            return name
+        if name in self.blocked:
+            return self.blocked[name] if self.g.values[name].shape == shape else None
+        info = self.g.values[name]
+        if name in self.g.constants:
+            arr = self.g.constants[name]
+            if arr.size == 1:
+                return name
+            per_channel = arr.ndim <= 4 and arr.ndim >= 3 and arr.shape[-2:] == (1, 1) and \
+                arr.shape[-3] == shape[1] and all(d == 1 for d in arr.shape[:-3])
+            if not per_channel:
+                return None
+            packed = pack_channel_vector(arr.reshape(-1), self.block, fill=1.0)
+            return self.const(name, packed.reshape(1, packed.shape[0], 1, 1, self.block))
+        if info.shape == shape and info.dtype == "float32" and shape[1] % self.block == 0:
+            return self.as_blocked(name)
+        return None
+
+    def pool(self, node: Node) -> bool:
+        """MaxPool (no Indices) / AveragePool on a blocked 2-D input."""
+        if node.op not in ("MaxPool", "AveragePool") or node.inputs[0] not in self.blocked:
+            return False
+        if len([o for o in node.outputs if o]) != 1 or len(self.g.values[node.inputs[0]].shape) != 4:
+            return False
+        if node.op == "MaxPool" and node.opset < 8:
+            return False
+        src = self.blocked[node.inputs[0]]
+        out = self.fresh(node.outputs[0])
+        self.emit(Node(f"NCHWc{node.op}", node.name, [src], [out], dict(node.attrs), node.opset))
+        self.produce(node, out, self.channels[src])
+        return True
+
+    def concat(self, node: Node) -> bool:
+        """Concat of whole channel blocks along the channel axis."""
+        if node.op != "Concat" or len(self.g.values[node.outputs[0]].shape) != 4:
+            return False
+        if int(node.attrs.get("axis", 0)) not in (1, -3):
+            return False
+        if not all(i in self.blocked and not self.padded(self.blocked[i]) for i in node.inputs):
+            return False
+        out = self.fresh(node.outputs[0])
+        self.emit(Node("Concat", node.name, [self.blocked[i] for i in node.inputs], [out], {"axis": 1},
+                       node.opset))
+        self.produce(node, out, sum(self.channels[self.blocked[i]] for i in node.inputs))
+        return True
+
+    def run(self) -> int:
+        """Rewrite every node; returns the number of convolutions moved to NCHWc."""
+        convs = 0
+        for node in self.g.nodes:
+            if node.op == "Conv" and self.conv(node):
+                convs += 1
+                continue
+            if self.elementwise(node) or self.pool(node) or self.concat(node):
+                continue
+            node.inputs = [self.as_plain(i) if i else i for i in node.inputs]
+            self.nodes.append(node)
+            self.plain_ready.update(o for o in node.outputs if o)
+        for out in self.g.outputs:
+            self.as_plain(out)
+        self.g.nodes = self.nodes
+        return convs
+
+
+def convert_to_nchwc(graph: Graph, block: int) -> int:
+    """Move the graph's convolution chains to the ``block``-channel NCHWc layout, in place.
+
+    Returns the number of convolutions converted (0: the graph is unchanged).
+    """
+    if not any(n.op == "Conv" for n in graph.nodes):
+        return 0
+    snapshot = list(graph.nodes)
+    rewriter = _Rewriter(graph, block)
+    converted = rewriter.run()
+    if not converted:
+        graph.nodes = snapshot
+    return converted

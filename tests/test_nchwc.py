@@ -1,0 +1,178 @@
+"""The NCHWc layout pass: convolution chains in channel-blocked layout give the reference's numbers.
+
+Every model here is checked against onnxruntime (ReferenceEvaluator is too slow for these
+convolution chains), for the AVX-512 block (16) and the AVX2 block (8), and the tests check that
+the pass really fired (the plan runs NCHWc kernels) so a silent fallback to NCHW cannot pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper, numpy_helper
+
+import portable
+from portable.compiler.layout import convert_to_nchwc
+from portable.compiler.passes import copy_graph
+from portable.ops.blocked import pack_conv_weight
+from portable.targets import resolve_target
+
+TARGETS = ["host", "x86-avx2"]
+
+
+class _Net:
+    """Tiny onnx.helper builder: conv/bn-free layers with random weights."""
+
+    def __init__(self, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.n = 0
+
+    def name(self, p: str) -> str:
+        self.n += 1
+        return f"{p}{self.n}"
+
+    def const(self, arr: np.ndarray) -> str:
+        nm = self.name("c")
+        self.inits.append(numpy_helper.from_array(arr.astype(np.float32), nm))
+        return nm
+
+    def op(self, op: str, ins: list[str], **attrs: object) -> str:
+        out = self.name(op.lower())
+        self.nodes.append(helper.make_node(op, ins, [out], **attrs))
+        return out
+
+    def conv(self, x: str, cin: int, cout: int, k: int = 3, s: int = 1, group: int = 1, bias: bool = True,
+             **attrs: object) -> str:
+        w = self.rng.standard_normal((cout, cin // group, k, k)) * np.sqrt(2.0 / (cin // group * k * k))
+        ins = [x, self.const(w)] + ([self.const(self.rng.standard_normal(cout) * 0.1)] if bias else [])
+        if "pads" not in attrs and "auto_pad" not in attrs:
+            attrs["pads"] = [k // 2] * 4
+        return self.op("Conv", ins, strides=[s, s], group=group, **attrs)
+
+    def model(self, x_shape: tuple[int, ...], out: str) -> onnx.ModelProto:
+        g = helper.make_graph(self.nodes, "nchwc", [helper.make_tensor_value_info("x", 1, list(x_shape))],
+                              [helper.make_tensor_value_info(out, 1, None)], self.inits)
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 8
+        return onnx.shape_inference.infer_shapes(m)
+
+
+def _check(model: onnx.ModelProto, x_shape: tuple[int, ...], target: str, min_nchwc: int = 1) -> None:
+    x = np.random.default_rng(1).standard_normal(x_shape).astype(np.float32)
+    exe = portable.compile(model, target=target, cache=False)
+    nchwc = [s for s in exe.plan.steps if exe.plan.kernels[s["kernel"]]["family"] in ("conv2d_nchwc", "pool_nchwc")]
+    assert len(nchwc) >= min_nchwc, [exe.plan.kernels[s["kernel"]]["family"] for s in exe.plan.steps]
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = exe.run(x)[0]
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
+
+
+def _residual_cnn() -> tuple[onnx.ModelProto, tuple[int, ...]]:
+    """First conv on NCHW input, strided conv, max pool with pads, residual add, global pool + gemm."""
+    b = _Net()
+    y = b.op("Relu", [b.conv("x", 3, 32, k=7, s=2)])
+    y = b.op("MaxPool", [y], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    r = b.op("Relu", [b.conv(y, 32, 32)])
+    r = b.conv(r, 32, 32, bias=False)
+    y = b.op("Relu", [b.op("Add", [y, r])])
+    y = b.op("Relu", [b.conv(y, 32, 64, s=2)])
+    y = b.op("AveragePool", [y], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=0)
+    y = b.op("Flatten", [b.op("GlobalAveragePool", [y])])
+    w = b.const(b.rng.standard_normal((10, 64)))
+    return b.model((1, 3, 40, 40), b.op("Gemm", [y, w], transB=1)), (1, 3, 40, 40)
+
+
+def _mobile_block() -> tuple[onnx.ModelProto, tuple[int, ...]]:
+    """Padded channel counts (24, 36), depthwise strided conv, Clip (ReLU6), per-channel Mul constant,
+    HardSwish, a ceil-mode pool, then a Sigmoid on a padded tensor feeding a convolution."""
+    b = _Net(3)
+    y = b.op("Clip", [b.conv("x", 3, 24, s=2), b.const(np.array(0.0)), b.const(np.array(6.0))])
+    e = b.op("Clip", [b.conv(y, 24, 36, k=1), b.const(np.array(0.0)), b.const(np.array(6.0))])
+    d = b.conv(e, 36, 36, k=3, s=2, group=36)
+    d = b.op("Mul", [d, b.const(b.rng.uniform(0.5, 1.5, (36, 1, 1)))])
+    d = b.op("HardSwish", [d])
+    d = b.op("MaxPool", [d], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)
+    s = b.op("Sigmoid", [b.conv(d, 36, 24, k=1)])
+    out = b.conv(s, 24, 40, k=3)
+    return b.model((1, 3, 30, 30), out), (1, 3, 30, 30)
+
+
+def _concat_block() -> tuple[onnx.ModelProto, tuple[int, ...]]:
+    """Inception-style channel concat of whole blocks, a Div by a per-channel constant, a 5x5 and 1x1 branch."""
+    b = _Net(5)
+    y = b.op("Relu", [b.conv("x", 16, 32, k=3)])
+    a = b.op("Relu", [b.conv(y, 32, 16, k=1)])
+    c = b.op("Relu", [b.conv(y, 32, 32, k=5)])
+    p = b.op("MaxPool", [y], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1])
+    cat = b.op("Concat", [a, c, p], axis=1)
+    cat = b.op("Div", [cat, b.const(b.rng.uniform(1.0, 2.0, (1, 80, 1, 1)))])
+    return b.model((1, 16, 15, 15), b.conv(cat, 80, 16, k=1)), (1, 16, 15, 15)
+
+
+def _dilated_same_pad() -> tuple[onnx.ModelProto, tuple[int, ...]]:
+    """Dilated conv, auto_pad SAME_UPPER, odd sizes, a Softmax forcing a conversion back to NCHW mid-graph."""
+    b = _Net(7)
+    y = b.conv("x", 8, 16, k=3, dilations=[2, 2], pads=[2, 2, 2, 2])
+    y = b.op("Softmax", [y], axis=1)
+    y = b.conv(y, 16, 16, k=3, s=2, auto_pad="SAME_UPPER")
+    return b.model((2, 8, 13, 11), b.op("LeakyRelu", [y], alpha=0.1)), (2, 8, 13, 11)
+
+
+MODELS = {"residual_cnn": _residual_cnn, "mobile_block": _mobile_block, "concat_block": _concat_block,
+          "dilated_same_pad": _dilated_same_pad}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_nchwc_models_match_onnxruntime(name: str, target: str) -> None:
+    model, shape = MODELS[name]()
+    _check(model, shape, target)
+
+
+def test_pass_keeps_whole_block_values_blocked_and_converts_once() -> None:
+    """residual_cnn: no conversion between its convolutions, one FromNCHWc before GlobalAveragePool."""
+    model, _ = _residual_cnn()
+    graph = copy_graph(portable.load_onnx(model))
+    assert convert_to_nchwc(graph, 16) == 4
+    ops = [n.op for n in graph.nodes]
+    assert ops.count("FromNCHWc") == 1 and ops.count("ToNCHWc") == 0
+    assert ops.index("FromNCHWc") == ops.index("GlobalAveragePool") - 1
+    assert "NCHWcMaxPool" in ops and "NCHWcAveragePool" in ops
+
+
+def test_layout_env_switch_keeps_nchw(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORTABLE_LAYOUT", "nchw")
+    model, shape = _residual_cnn()
+    exe = portable.compile(model, target="host", cache=False)
+    assert not any("nchwc" in info["family"] for info in exe.plan.kernels.values())
+
+
+@pytest.mark.parametrize("depthwise,blocked", [(False, True), (False, False), (True, True)])
+def test_weight_packing_matches_the_blocked_index(depthwise: bool, blocked: bool) -> None:
+    """pack_conv_weight puts W[o, i, y, x] where NCHWcConv reads it (numpy oracle, padded tails zero)."""
+    rng = np.random.default_rng(0)
+    cb = 8
+    w = rng.standard_normal((20, 1 if depthwise else 12, 3, 2)).astype(np.float32)
+    p = pack_conv_weight(w, cb, blocked, depthwise)
+    for o, i, y, x in [(0, 0, 0, 0), (19, 0, 2, 1), (9, w.shape[1] - 1, 1, 0)]:
+        if depthwise:
+            assert p[o // cb, y, x, o % cb] == w[o, 0, y, x]
+        elif blocked:
+            assert p[o // cb, i // cb, y, x, i % cb, o % cb] == w[o, i, y, x]
+        else:
+            assert p[o // cb, i, y, x, o % cb] == w[o, i, y, x]
+    assert p.size >= w.size and np.count_nonzero(p) == np.count_nonzero(w)
+
+
+def test_avx2_target_uses_8_channel_blocks() -> None:
+    model, _ = _residual_cnn()
+    exe = portable.compile(model, target="x86-avx2", cache=False)
+    shapes = [exe.plan.values[s["args"][-1]]["shape"] for s in exe.plan.steps
+              if exe.plan.kernels[s["kernel"]]["family"] == "conv2d_nchwc"]
+    assert shapes and all(s[-1] == 8 for s in shapes)
+    assert resolve_target("x86-avx2").vector_lanes_f32 == 8
