@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from tvm.s_tir import Schedule
 
 from ..common import block_name, blocks, divisors, inline_all, loop_extent, output_blocks
@@ -63,7 +65,7 @@ def _tiles(ob: int, ow: int, budget: int) -> list[str]:
     Measured on AVX-512 (ResNet-18 layer1, 56 columns): 4x7 187 GFLOPS, 2x8 181, 2x14 172, 1x14 114:
     more oc blocks share each broadcast, and LLVM keeps a tile of <= 28 accumulators spill-free.
     """
-    tiles = [(m, b) for m in (4, 2, 1) if ob % m == 0 for b in divisors(ow, budget // m) if b >= 2 or ow == 1]
+    tiles = [(m, b) for m in (4, 3, 2, 1) if ob % m == 0 for b in divisors(ow, budget // m) if b >= 2 or ow == 1]
     tiles.sort(key=lambda t: (-min(t[0] * t[1], budget), -t[0]))
     return [f"{m}x{b}" for m, b in tiles[:8]]
 
@@ -79,10 +81,32 @@ class Conv2dNCHWcX86(Template):
         d = _dims(sch, ctx)
         if d["depthwise"]:
             ows = sorted(divisors(d["ow"], 16), key=lambda b: (b < 4, -b))[:4]
-            return {"ow_block": ows, "inline_pad": [False, True]}
+            # inline padding: a depthwise layer does 9 FMAs per loaded vector, so writing and re-reading
+            # a padded copy of its input costs more than the bounds checks (measured 2.5x on 112x112x96)
+            return {"ow_block": ows, "inline_pad": [True, False]}
         rows = [1] + ([d["oh"]] if d["oh"] > 1 and d["oh"] <= 28 else [])
         return {"tile": _tiles(d["ob"], d["ow"], _accumulator_budget(ctx)), "rows_per_task": rows,
                 "reduce_order": ["channels_outer", "window_outer"], "inline_pad": [False, True]}
+
+    def defaults(self, sch: Schedule, ctx: ScheduleContext) -> dict[str, Any]:
+        """The fullest register tile whose weight slab stays within half of L2.
+
+        One task streams ``oc_blocks * IC * KH * KW * cb`` weights per output row; above ~640 KiB
+        (half of Ice Lake's 1.25 MiB L2) they come from L3 every row (ResNet-18 layer4: 4x7 139
+        GFLOPS, 2x7 205). A plain NCHW input (first layer) has a short reduction, where wider rows win
+        (conv1 7x7: 2x14 218 GFLOPS, 4x7 133).
+        """
+        chosen = super().defaults(sch, ctx)
+        if "tile" not in chosen:
+            return chosen
+        d = _dims(sch, ctx)
+        per_block = 4 * ctx.lanes * int(np.prod(d["reduce"]))
+        tiles = self.space(sch, ctx)["tile"]
+        blocked_input = len(d["reduce"]) == 4
+        good = [t for t in tiles if int(t.split("x")[0]) * per_block <= 640 * 1024
+                and (blocked_input or int(t.split("x")[0]) <= 2)]
+        chosen["tile"] = (good or tiles[-1:])[0]
+        return chosen
 
     def apply(self, sch: Schedule, ctx: ScheduleContext, knobs: dict[str, Any]) -> None:
         """See module docstring."""
