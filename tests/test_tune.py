@@ -338,6 +338,22 @@ def test_measure_isolates_raising_crashing_and_hanging_candidates(tiny_matmul_ta
         assert m.restarts == 2
 
 
+def test_parallel_builders_compile_a_batch_and_survive_a_crashing_build(tiny_matmul_task: Any) -> None:
+    """A batch compiled by two builder processes: the candidate whose builder segfaults is a failure,
+    the others are verified and timed exactly as if compiled in the measuring worker."""
+    from portable.tune.measure import MeasureOptions, Measurer
+
+    task = tiny_matmul_task
+    space = task.space()
+    cands = [task.defaults()] + [{**task.defaults(), "mr": m} for m in space["mr"] if m != task.defaults()["mr"]][:2]
+    with Measurer(MeasureOptions(timeout_s=60, repeat=2, min_repeat_ms=1), builders=2) as m:
+        res = m.measure(task, cands, build_fault={1: "segfault"})
+        assert len(m._builders) == 2
+    assert res[1].error and "SIGSEGV" in res[1].error and not res[1].verified
+    for r in res[:1] + res[2:]:
+        assert r.ok and r.median_s > 0 and r.build_s > 0, r.error
+
+
 def test_outputs_match_detects_wrong_results() -> None:
     """The candidate check rejects a perturbed output and accepts rounding-level differences."""
     from portable.tune._worker import outputs_match

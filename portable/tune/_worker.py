@@ -196,13 +196,19 @@ class Worker:
 
     # ------------------------------------------------------------------------------------- requests
     def register(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """Store a task, draw its inputs and compute its reference output (template default schedule)."""
+        """Store a task, draw its inputs and compute its reference output (template default schedule).
+
+        ``msg["build_only"]``: a builder process, which only compiles candidates (no inputs, no reference).
+        """
         import tvm
 
         task = dict(msg["task"])
         task["func"] = tvm.script.from_source(task.pop("func_script"))
         if not isinstance(task["func"], tvm.tirx.PrimFunc):
             task["func"] = task["func"]["main"]
+        if msg.get("build_only"):
+            self.tasks[msg["task_id"]] = task
+            return {"ok": True, "reference": None}
         n = task["num_inputs"]
         task["inputs"] = random_inputs(task["shapes"][:n], task["dtypes"][:n], task["seed"])
         task["out_shapes"], task["out_dtypes"] = task["shapes"][n:], task["dtypes"][n:]
@@ -227,11 +233,18 @@ class Worker:
             raise RuntimeError("injected failure")
         task = self.tasks[msg["task_id"]]
         t0 = time.perf_counter()
-        try:
-            ex, rewrites = self.build(task, msg["knobs"])
-        except _StageError as exc:
-            return {"ok": False, "error": str(exc), "build_s": time.perf_counter() - t0}
-        build_s = time.perf_counter() - t0
+        prebuilt = msg.get("prebuilt")
+        if prebuilt is not None:  # compiled by a builder process: load it (the build time is the builder's)
+            import tvm
+
+            ex, rewrites, build_s = _Loaded(tvm.runtime.load_module(prebuilt["path"])), prebuilt["rewrites"], \
+                prebuilt["build_s"]
+        else:
+            try:
+                ex, rewrites = self.build(task, msg["knobs"])
+            except _StageError as exc:
+                return {"ok": False, "error": str(exc), "build_s": time.perf_counter() - t0}
+            build_s = time.perf_counter() - t0
         try:
             outs, _ = self.run(task, ex, self.arguments(task, rewrites), timing=False)
         except Exception as exc:
@@ -248,6 +261,33 @@ class Worker:
             return {"ok": False, "error": f"run: {type(exc).__name__}: {exc}", "build_s": build_s}
         return {"ok": True, "verified": True, "median_s": float(np.median(times)), "std_s": float(np.std(times)),
                 "build_s": build_s}
+
+
+    def compile(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Builder request: schedule and compile one candidate into a shared library at ``msg["path"]``."""
+        if msg.get("fault") == "segfault":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        task = self.tasks[msg["task_id"]]
+        t0 = time.perf_counter()
+        try:
+            ex, rewrites = self.build(task, msg["knobs"])
+            ex.export_library(msg["path"])
+        except _StageError as exc:
+            return {"ok": False, "error": str(exc), "build_s": time.perf_counter() - t0}
+        except Exception as exc:  # export / link failure
+            return {"ok": False, "error": f"build: {type(exc).__name__}: {exc}"[:2000],
+                    "build_s": time.perf_counter() - t0}
+        return {"ok": True, "path": msg["path"], "rewrites": rewrites, "build_s": time.perf_counter() - t0}
+
+
+class _Loaded:
+    """A loaded shared library with the interface of ``tvm.compile``'s result used by ``Worker.run``."""
+
+    def __init__(self, mod: Any):
+        self.mod = mod
+
+    def __getitem__(self, name: str) -> Any:
+        return self.mod[name]
 
 
 class _StageError(Exception):

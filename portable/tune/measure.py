@@ -91,13 +91,24 @@ class _WorkerProcess:
 
     def call(self, msg: dict[str, Any] | None, timeout: float) -> Any:
         """Send ``msg`` (unless None) and wait for the reply; returns a failure string on crash/timeout."""
-        from ._worker import read_message, write_message
+        if msg is not None and not self.send(msg):
+            return self._death()
+        return self.receive(timeout)
+
+    def send(self, msg: dict[str, Any]) -> bool:
+        """Write a request without waiting for its reply (False if the process is gone)."""
+        from ._worker import write_message
 
         try:
-            if msg is not None:
-                write_message(self.wfd, msg)
+            write_message(self.wfd, msg)
+            return True
         except OSError:
-            return self._death()
+            return False
+
+    def receive(self, timeout: float) -> Any:
+        """The reply to the last request, or a failure string on crash/timeout (the process is then killed)."""
+        from ._worker import read_message
+
         ready, _, _ = select.select([self.rfd], [], [], timeout)
         if not ready:
             self.kill()
@@ -161,14 +172,19 @@ class Measurer:
     """
 
     def __init__(self, options: MeasureOptions | None = None, rpc: tuple[Any, ...] | None = None,
-                 startup_timeout: float = 180.0):
-        """Workers start lazily, on the first measurement."""
+                 startup_timeout: float = 180.0, builders: int | None = None):
+        """Workers start lazily, on the first measurement. ``builders``: parallel compile processes
+        (default: one per core; 0 or 1 compiles in the measuring process)."""
         self.options = options or MeasureOptions()
         self.rpc = rpc
         self.startup_timeout = startup_timeout
         self._worker: _WorkerProcess | None = None
         self._threads: int | None = None
         self.restarts = 0
+        #: processes compiling candidates in parallel before they are timed one by one (local runs only:
+        #: candidates are compiled on all cores, then measured with nothing else running)
+        self.parallel_builds = (os.cpu_count() or 1) if builders is None else builders
+        self._builders: list[_WorkerProcess | None] = []
 
     def __enter__(self) -> "Measurer":
         return self
@@ -177,10 +193,20 @@ class Measurer:
         self.close()
 
     def close(self) -> None:
-        """Stop the worker process."""
+        """Stop the worker and builder processes."""
         if self._worker is not None:
             self._worker.close()
             self._worker = None
+        for b in self._builders:
+            if b is not None:
+                b.close()
+        self._builders = []
+
+    def _build_all(self, task: Task, candidates: list[dict[str, Any]], faults: dict[int, str] | None) -> list[Any]:
+        try:
+            return build_in_parallel(self, task, candidates, faults)
+        except MeasureError:
+            return [None] * len(candidates)  # builders unavailable: compile in the measuring worker
 
     def _runner(self) -> dict[str, Any] | None:
         if self.rpc is None:
@@ -222,18 +248,35 @@ class Measurer:
                 "options": asdict(self.options)}
 
     def measure(self, task: Task, candidates: list[dict[str, Any]], fault: str | None = None,
-                on_result: Callable[[MeasureResult], None] | None = None) -> list[MeasureResult]:
+                on_result: Callable[[MeasureResult], None] | None = None,
+                build_fault: dict[int, str] | None = None) -> list[MeasureResult]:
         """Measure each knob assignment of ``task``; never raises for a bad candidate.
 
-        ``on_result`` is called with each result as soon as it is known. ``fault`` ("segfault",
-        "hang" or "raise") makes the worker fail on purpose (for tests).
+        A batch is first compiled by the builder processes in parallel, then each candidate is run,
+        checked and timed alone. ``on_result`` is called with each result as soon as it is known.
+        ``fault`` ("segfault", "hang" or "raise") makes the measuring worker fail on purpose, and
+        ``build_fault`` {candidate index: "segfault"} a builder (for tests).
         """
         results: list[MeasureResult] = []
-        for knobs in candidates:
+        use_builders = self.rpc is None and self.parallel_builds > 1 and len(candidates) > 1 and fault is None
+        built = self._build_all(task, candidates, build_fault) if use_builders else [None] * len(candidates)
+        for knobs, build in zip(candidates, built):
+            if isinstance(build, str) or (isinstance(build, dict) and not build.get("ok")):
+                error = build if isinstance(build, str) else build.get("error")
+                res = MeasureResult(dict(knobs), error=error,
+                                    build_s=float(build.get("build_s", 0.0)) if isinstance(build, dict) else 0.0)
+                results.append(res)
+                if on_result is not None:
+                    on_result(res)
+                continue
             worker = self._ensure(task)
             msg = {"op": "measure", "task_id": f"{task.workload}@{task.target.key}", "knobs": knobs,
-                   "fault": fault}
-            reply = worker.call(msg, self.options.timeout_s)
+                   "fault": fault, "prebuilt": build}
+            try:
+                reply = worker.call(msg, self.options.timeout_s)
+            finally:
+                if build is not None and os.path.exists(build["path"]):
+                    os.remove(build["path"])
             if isinstance(reply, str):  # crash or timeout: the worker is gone
                 self._worker = None
                 self.restarts += 1
@@ -245,7 +288,75 @@ class Measurer:
             results.append(res)
             if on_result is not None:
                 on_result(res)
+        for d in {os.path.dirname(b["path"]) for b in built if isinstance(b, dict) and b.get("path")}:
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
         return results
+
+
+def _builder_for(measurer: "Measurer", slot: int, task: Task) -> "_WorkerProcess":
+    """A live builder process in ``slot`` that knows ``task`` (started or replaced as needed)."""
+    while len(measurer._builders) <= slot:
+        measurer._builders.append(None)
+    b = measurer._builders[slot]
+    if b is not None and not b.alive():
+        b.kill()
+        b = None
+    if b is None:
+        b = measurer._builders[slot] = _WorkerProcess(1, measurer.startup_timeout)
+    task_id = f"{task.workload}@{task.target.key}"
+    if task_id not in b.tasks:
+        reply = b.call({"op": "register", "task_id": task_id, "task": measurer._task_payload(task),
+                        "build_only": True}, measurer.startup_timeout)
+        if not isinstance(reply, dict) or not reply.get("ok"):
+            raise MeasureError(f"task {task.name}: builder could not load the task: {reply}")
+        b.tasks.add(task_id)
+    return b
+
+
+def build_in_parallel(measurer: "Measurer", task: Task, candidates: list[dict[str, Any]],
+                      faults: dict[int, str] | None = None) -> list[Any]:
+    """Compile ``candidates`` on ``measurer.parallel_builds`` builder processes at once.
+
+    Returns per candidate the builder's reply (``{"ok", "path", "rewrites", "build_s"}`` or
+    ``{"ok": False, "error"}``) or a failure string when its builder crashed or hung (that builder is
+    killed and replaced; the other candidates are unaffected).
+    """
+    import tempfile
+
+    tmpdir = tempfile.mkdtemp(prefix="portable_build_")
+    task_id = f"{task.workload}@{task.target.key}"
+    out: list[Any] = [None] * len(candidates)
+    todo = list(range(len(candidates)))
+    busy: dict[int, tuple[int, float]] = {}  # builder slot -> (candidate index, deadline)
+    while todo or busy:
+        for slot in range(measurer.parallel_builds):
+            if slot in busy or not todo:
+                continue
+            i = todo.pop(0)
+            b = _builder_for(measurer, slot, task)
+            msg = {"op": "compile", "task_id": task_id, "knobs": candidates[i],
+                   "path": os.path.join(tmpdir, f"cand{i}.so"), "fault": (faults or {}).get(i)}
+            if not b.send(msg):
+                out[i] = b._death()
+                continue
+            busy[slot] = (i, time.monotonic() + measurer.options.timeout_s)
+        if not busy:
+            continue
+        wait = max(0.0, min(d for _, d in busy.values()) - time.monotonic())
+        fds = {measurer._builders[s].rfd: s for s in busy}
+        ready, _, _ = select.select(list(fds), [], [], wait)
+        for fd in ready:
+            slot = fds[fd]
+            out[busy.pop(slot)[0]] = measurer._builders[slot].receive(0)
+        for slot, (i, deadline) in list(busy.items()):
+            if time.monotonic() >= deadline:
+                measurer._builders[slot].kill()
+                out[i] = f"timeout: no build within {measurer.options.timeout_s:.0f}s (process killed)"
+                del busy[slot]
+    return out
 
 
 def measure_once(task: Task, knobs: dict[str, Any] | None = None, options: MeasureOptions | None = None,
