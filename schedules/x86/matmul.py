@@ -52,7 +52,7 @@ from ..layout import SplitAxisRewrite
 from ..registry import ScheduleContext, Template, register_template
 from .generic import GenericX86
 
-MAX_ACCUMULATORS = 24  # of 32 zmm (AVX-512) / scaled by lanes for AVX2's 16 ymm
+MAX_ACCUMULATORS = 24  # of 32 zmm on AVX-512; half of that on AVX2's 16 ymm
 TASKS_PER_CORE = 4
 
 
@@ -72,7 +72,7 @@ def _nr_candidates(n: int, lanes: int) -> list[int]:
 
 def _mr_candidates(m: int, nr: int, lanes: int) -> list[int]:
     """Tile heights dividing M, largest that keeps mr * nr / lanes <= MAX_ACCUMULATORS first."""
-    budget = max(1, MAX_ACCUMULATORS * (lanes if lanes >= 16 else 2 * lanes) // 16)
+    budget = MAX_ACCUMULATORS if lanes >= 16 else MAX_ACCUMULATORS // 2
     vecs = max(1, nr // max(lanes, 1))
     fits = [r for r in (12, 8, 6, 4, 3, 2, 1) if m % r == 0 and r * vecs <= budget and r <= m]
     first = fits[0] if fits else 1
@@ -80,12 +80,20 @@ def _mr_candidates(m: int, nr: int, lanes: int) -> list[int]:
     return [first] + [r for r in (4, 2, 1) if r < first and first % r == 0][:2]
 
 
-def _kc_candidates(k: int) -> list[int]:
-    """K slices: whole K when short, else a divisor near 256 (see module docstring)."""
-    sliced = [c for c in (256, 128, 512) if k % c == 0 and c < k]
-    if k <= 512 or not sliced:
-        return [k] + sliced[:1]
-    return sliced + [k]
+def _fit_kc(k: int, request: int) -> int:
+    """The K slice used for a requested one: the largest divisor of K not above it, or the whole of
+    K when that is short (<= request) or when no divisor comes within half of the request."""
+    if k <= request:
+        return k
+    best = max(divisors(k, request))
+    return best if 2 * best >= request else k
+
+
+def _fit_block(extent: int, unit: int, request: int) -> int:
+    """The task block used for a requested one: the largest multiple of ``unit`` dividing ``extent``
+    and not above the request (at least ``unit``, which divides ``extent``)."""
+    fits = [d for d in divisors(extent, max(request, unit)) if d % unit == 0]
+    return max(fits) if fits else unit
 
 
 def _block_candidates(extent: int, unit: int, cap: int) -> list[int]:
@@ -93,8 +101,7 @@ def _block_candidates(extent: int, unit: int, cap: int) -> list[int]:
     mult = [d for d in divisors(extent) if d % unit == 0]
     if not mult:
         return [extent]
-    under = sorted((d for d in mult if d <= cap), reverse=True) or [min(mult)]
-    return under
+    return sorted((d for d in mult if d <= cap), reverse=True) or [min(mult)]
 
 
 def _default_blocks(batch: int, m: int, n: int, mbs: list[int], nbs: list[int], cores: int) -> tuple[int, int]:
@@ -128,16 +135,23 @@ class MatmulX86(Template):
         return batch, loop_extent(sch, loops[-3]), loop_extent(sch, loops[-2]), loop_extent(sch, loops[-1])
 
     def space(self, sch: Schedule, ctx: ScheduleContext) -> dict[str, list[Any]]:
-        """Register tile (mr, nr), K slice, task block (mb, nb), k unroll and B packing."""
+        """Register tile (mr, nr), K slice (kc), task block (mb, nb), k unroll and B packing.
+
+        kc, mb and nb are requests (see ``_fit_kc`` / ``_fit_block``): after the shape's default
+        they list the same values for every shape, so a tuned record transfers to nearby shapes.
+        """
         batch, m, n, k = self._dims(sch, ctx)
         nrs = _nr_candidates(n, ctx.lanes)
         mrs = _mr_candidates(m, nrs[0], ctx.lanes)
-        mbs = _block_candidates(m, mrs[0], 128)
-        nbs = _block_candidates(n, nrs[0], 256)
-        mb, nb = _default_blocks(batch, m, n, mbs, nbs, ctx.target.num_cores)
-        mbs = [mb] + [x for x in mbs if x != mb][:2]
-        nbs = [nb] + [x for x in nbs if x != nb][:2]
-        return {"mr": mrs, "nr": nrs, "kc": _kc_candidates(k), "mb": mbs, "nb": nbs,
+        mb, nb = _default_blocks(batch, m, n, _block_candidates(m, mrs[0], 128),
+                                 _block_candidates(n, nrs[0], 256), ctx.target.num_cores)
+        kc = 256 if k > 512 else 512
+
+        def with_default(first: int, rest: tuple[int, ...]) -> list[int]:
+            return [first] + [v for v in rest if v != first]
+
+        return {"mr": mrs, "nr": nrs, "kc": with_default(kc, (256, 512, 128)),
+                "mb": with_default(mb, (32, 64, 128)), "nb": with_default(nb, (64, 128, 256)),
                 "unroll_k": [1, 2, 4], "pack_b": [True, False]}
 
     def apply(self, sch: Schedule, ctx: ScheduleContext, knobs: dict[str, Any]) -> None:
@@ -157,7 +171,10 @@ class MatmulX86(Template):
         if len(o_loops) != n_spatial or [loop_extent(sch, lp) for lp in o_loops] != [
                 loop_extent(sch, lp) for lp in c_loops[:-1]]:
             return GenericX86().apply(sch, ctx, GenericX86().defaults(sch, ctx))
-        mr, nr, kc, mb, nb = (knobs[x] for x in ("mr", "nr", "kc", "mb", "nb"))
+        _, m, n, k = self._dims(sch, ctx)
+        mr, nr = knobs["mr"], knobs["nr"]
+        kc = _fit_kc(k, knobs["kc"])
+        mb, nb = _fit_block(m, mr, knobs["mb"]), _fit_block(n, nr, knobs["nb"])
         packed_const = knobs["pack_b"] and self._pack_const_b(sch, c, ctx, nr)
         # task blocks over the output (epilogue) nest; the product is computed per block
         *batch, i, j = o_loops
