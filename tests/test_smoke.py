@@ -41,3 +41,29 @@ def test_conv_bias_bn_relu_is_one_kernel(rng):
     from conftest import run_reference
 
     np.testing.assert_allclose(exe.run(x)[0], run_reference(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def test_run_outputs_are_fresh_arrays_and_inputs_alias_safely(rng) -> None:  # type: ignore[no-untyped-def]
+    """Zero-copy I/O: each run returns new output arrays (an earlier result is never overwritten),
+    and an aligned input read in place gives the same numbers as a misaligned one that is copied."""
+    import numpy as np
+    from onnx import helper
+
+    import portable
+    from conftest import make_model
+
+    a = rng.standard_normal((64, 32)).astype(np.float32)
+    b = rng.standard_normal((32, 48)).astype(np.float32)
+    model = make_model([helper.make_node("MatMul", ["a", "b"], ["y"])], {"a": a, "b": b}, ["y"])
+    exe = portable.compile(model, cache=False)
+    raw = np.empty(a.size + 1, np.float32)
+    misaligned = raw[1:].reshape(a.shape)
+    misaligned[...] = a
+    first = exe.run(a, b)[0]
+    kept = first.copy()
+    second = exe.run(misaligned, b)[0]
+    third = exe.run(2 * a, b)[0]
+    assert first is not second and first.ctypes.data != third.ctypes.data
+    np.testing.assert_array_equal(first, kept)  # not overwritten by later runs
+    np.testing.assert_allclose(second, a @ b, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(third, 2 * (a @ b), rtol=1e-4, atol=1e-4)
