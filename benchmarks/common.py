@@ -61,13 +61,14 @@ class Timing:
 
 
 def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeat: int | Mapping[str, int],
-                     warmup: int | Mapping[str, int] = 3, rounds: int = 3) -> dict[str, Timing]:
+                     warmup: int | Mapping[str, int] = 3, rounds: int = 5) -> dict[str, Timing]:
     """Time every callable ``repeat`` times after ``warmup`` calls, alternating engines in blocks.
 
     Each round runs one block per engine (a warm-up call, then its share of the repeats), so
     engines alternate over the run (load drifts hit all of them) but never call by call: thread
     pools that spin after a call (onnxruntime's, TVM's) would otherwise steal the cores from the
-    engine timed next. ``repeat``/``warmup`` may be per-name mappings (fewer repeats for a slow engine).
+    engine timed next (each block also starts after a 30 ms pause, for the same reason).
+    ``repeat``/``warmup`` may be per-name mappings (fewer repeats for a slow engine).
     """
     reps = {k: int(repeat[k] if isinstance(repeat, Mapping) else repeat) for k in fns}
     warm = {k: int(warmup[k] if isinstance(warmup, Mapping) else warmup) for k in fns}
@@ -80,6 +81,7 @@ def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeat: int | Mapping
             share = reps[name] // rounds + (1 if r < reps[name] % rounds else 0)
             if share == 0:
                 continue
+            time.sleep(0.03)  # the previous engine's spinning worker threads go idle
             fn()  # let this engine's thread pool take the cores back
             for _ in range(share):
                 t0 = time.perf_counter()
