@@ -1,6 +1,7 @@
 """End-to-end smoke tests of the spine: import, compile, run, save, load."""
 
 import numpy as np
+import pytest
 from conftest import check_node
 
 
@@ -67,3 +68,36 @@ def test_run_outputs_are_fresh_arrays_and_inputs_alias_safely(rng) -> None:  # t
     np.testing.assert_array_equal(first, kept)  # not overwritten by later runs
     np.testing.assert_allclose(second, a @ b, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(third, 2 * (a @ b), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("form", ["half_first", "half_last"])
+def test_written_out_gelu_becomes_one_matmul_epilogue(rng, form: str) -> None:  # type: ignore[no-untyped-def]
+    """x*0.5*(1+erf(x/sqrt2)) after MatMul+Add is rewritten to Gelu and fused: one kernel, same numbers."""
+    import math
+
+    import numpy as np
+    from onnx import helper
+
+    import portable
+    from conftest import make_model, run_reference
+    from portable.compiler.passes import fuse_gelu
+
+    a = rng.standard_normal((16, 32)).astype(np.float32)
+    consts = {"w": rng.standard_normal((32, 24)).astype(np.float32), "bias": rng.standard_normal(24).astype(np.float32),
+              "sqrt2": np.array(math.sqrt(2), np.float32), "one": np.array(1, np.float32),
+              "half": np.array(0.5, np.float32)}
+    nodes = [helper.make_node("MatMul", ["a", "w"], ["m"]), helper.make_node("Add", ["m", "bias"], ["x"]),
+             helper.make_node("Div", ["x", "sqrt2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+             helper.make_node("Add", ["one", "e"], ["p"])]
+    if form == "half_first":
+        nodes += [helper.make_node("Mul", ["x", "half"], ["h"]), helper.make_node("Mul", ["h", "p"], ["y"])]
+    else:
+        nodes += [helper.make_node("Mul", ["p", "x"], ["h"]), helper.make_node("Mul", ["h", "half"], ["y"])]
+    model = make_model(nodes, {"a": a}, ["y"], consts)
+    from portable.compiler.passes import copy_graph
+
+    graph = copy_graph(portable.load_onnx(model))
+    assert fuse_gelu(graph) == 1 and [n.op for n in graph.nodes] == ["MatMul", "Add", "Gelu"]
+    exe = portable.compile(model, cache=False)
+    assert len(exe.plan.steps) == 1
+    np.testing.assert_allclose(exe.run(a)[0], run_reference(model, {"a": a})[0], rtol=1e-5, atol=1e-5)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 from typing import Any
 
 import numpy as np
 
-from ..graph import Graph
+from ..graph import Graph, Node
 from .layout import convert_to_nchwc
 
 
@@ -55,6 +56,90 @@ def fold_batchnorm_into_conv(graph: Graph) -> int:
     return folded
 
 
+def _scalar(graph: Graph, name: str) -> float | None:
+    arr = graph.constants.get(name)
+    return float(arr.reshape(-1)[0]) if arr is not None and arr.size == 1 else None
+
+
+def _close(value: float | None, want: float) -> bool:
+    return value is not None and abs(value - want) <= 1e-4 * abs(want)
+
+
+def fuse_gelu(graph: Graph) -> int:
+    """Rewrite exact GELU written out with Erf into one ``Gelu`` node (as exporters emit it).
+
+    Matches ``Mul(Mul(x, 0.5), Add(Erf(Div(x, sqrt2)), 1))`` and ``Mul(Mul(x, Add(...)), 0.5)``
+    (``Mul(x, 1/sqrt2)`` for the Div too; operands in either order). The pattern's inner values
+    must have no other consumer. One node then joins the producing matmul's epilogue, where the
+    written-out form, whose ``x`` has two consumers, ends fusion and costs a kernel of its own.
+    Returns the number of GELUs rewritten.
+    """
+    producers, consumers = graph.producers(), graph.consumers()
+
+    def single(v: str) -> bool:
+        return len(consumers.get(v, [])) == 1 and v not in graph.outputs
+
+    def prod(v: str, op: str) -> Node | None:
+        n = producers.get(v)
+        return n if n is not None and n.op == op and single(v) else None
+
+    def split(n: Node, want: float) -> str | None:
+        """The non-constant operand of a binary node whose other operand is the scalar ``want``."""
+        a, b = n.inputs[:2]
+        if _close(_scalar(graph, b), want):
+            return a
+        if _close(_scalar(graph, a), want):
+            return b
+        return None
+
+    def erf_branch(v: str) -> tuple[str, list[Node]] | None:
+        """x and the nodes of ``Add(Erf(x / sqrt2), 1)`` producing ``v``."""
+        add = prod(v, "Add")
+        erf_out = split(add, 1.0) if add else None
+        erf = prod(erf_out, "Erf") if erf_out else None
+        if erf is None:
+            return None
+        scale = producers.get(erf.inputs[0])
+        if scale is None or not single(erf.inputs[0]):
+            return None
+        x = (split(scale, math.sqrt(2.0)) if scale.op == "Div" and _close(_scalar(graph, scale.inputs[1]), math.sqrt(2.0))
+             else split(scale, 1 / math.sqrt(2.0)) if scale.op == "Mul" else None)
+        return (x, [scale, erf, add]) if x else None
+
+    removed: set[int] = set()
+    count = 0
+    for node in graph.nodes:
+        if node.op != "Mul" or id(node) in removed:
+            continue
+        found = None
+        for a, b in (node.inputs[:2], node.inputs[1::-1]):
+            inner = prod(a, "Mul")
+            if inner is None:
+                continue
+            branch = erf_branch(b)
+            x = split(inner, 0.5)
+            if branch and x and branch[0] == x:  # Mul(Mul(x, 0.5), Add(Erf(x/sqrt2), 1))
+                found = (x, branch[1] + [inner])
+                break
+            if _close(_scalar(graph, b), 0.5):  # Mul(Mul(x, Add(Erf(x/sqrt2), 1)), 0.5)
+                for xa, ya in (inner.inputs[:2], inner.inputs[1::-1]):
+                    br = erf_branch(ya)
+                    if br and br[0] == xa:
+                        found = (xa, br[1] + [inner])
+                        break
+                if found:
+                    break
+        if not found:
+            continue
+        x, dead = found
+        removed.update(id(n) for n in dead)
+        node.op, node.inputs, node.attrs = "Gelu", [x], {"approximate": "none"}
+        node.opset = max(node.opset, 20)
+        count += 1
+    graph.nodes = [n for n in graph.nodes if id(n) not in removed]
+    return count
+
+
 def uses_nchwc(target: Any) -> int:
     """Channel block for the NCHWc layout pass on ``target`` (0: keep NCHW).
 
@@ -72,6 +157,7 @@ def simplify(graph: Graph, target: Any = None) -> Graph:
     """
     graph = copy_graph(graph)
     fold_batchnorm_into_conv(graph)
+    fuse_gelu(graph)
     block = uses_nchwc(target)
     if block:
         convert_to_nchwc(graph, block)
