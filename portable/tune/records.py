@@ -14,6 +14,7 @@ tuners never interleave records; a last line cut short by a crash is skipped wit
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -236,14 +237,26 @@ def logs_digest(paths: Iterable[str] | None = None) -> bytes:
 
 
 def best(records: Iterable[Record]) -> dict[tuple[str, str], Record]:
-    """Fastest verified record per (workload, target)."""
-    out: dict[tuple[str, str], Record] = {}
+    """Fastest verified knob point per (workload, target), as one record.
+
+    A point measured several times (the tuner re-measures its leaders) counts with the median of
+    its measurements, so one lucky sample on a noisy machine cannot make a slow point the winner;
+    the returned record carries that median.
+    """
+    groups: dict[tuple[str, str], dict[str, list[Record]]] = {}
     for r in records:
-        if not r.ok:
-            continue
-        cur = out.get(r.key)
-        if cur is None or r.median_s < cur.median_s:  # type: ignore[operator]
-            out[r.key] = r
+        if r.ok:
+            groups.setdefault(r.key, {}).setdefault(knob_id(r.knobs), []).append(r)
+    out: dict[tuple[str, str], Record] = {}
+    for key, points in groups.items():
+        scored = []
+        for recs in points.values():
+            times = sorted(r.median_s for r in recs)  # type: ignore[type-var]
+            mid = times[(len(times) - 1) // 2] if len(times) % 2 else 0.5 * (times[len(times) // 2 - 1]
+                                                                             + times[len(times) // 2])
+            scored.append((mid, -len(recs), recs[-1]))
+        mid, _, rec = min(scored, key=lambda t: (t[0], t[1]))
+        out[key] = dataclasses.replace(rec, median_s=mid)
     return out
 
 
@@ -263,14 +276,19 @@ def merge(paths: Iterable[str], out: str) -> int:
 
 
 def prune(path: str, keep: int = 1, out: str | None = None) -> int:
-    """Keep the best ``keep`` verified records per (workload, target); returns the record count."""
+    """Keep the verified records of the best ``keep`` knob points per (workload, target); returns the count."""
     groups: dict[tuple[str, str], list[Record]] = {}
     for r in load_records(path):
         if r.ok:
             groups.setdefault(r.key, []).append(r)
     kept: list[Record] = []
     for recs in groups.values():
-        kept += sorted(recs, key=lambda r: r.median_s)[:keep]  # type: ignore[arg-type, return-value]
+        points: dict[str, list[Record]] = {}
+        for r in recs:
+            points.setdefault(knob_id(r.knobs), []).append(r)
+        ranked = sorted(points.values(), key=lambda rs: sorted(r.median_s for r in rs)[(len(rs) - 1) // 2])
+        for rs in ranked[:keep]:  # every measurement of the best points, so their medians survive
+            kept += rs
     kept.sort(key=lambda r: (r.family, r.workload, r.target, r.median_s))
     write_records(out or path, kept)
     return len(kept)
