@@ -60,6 +60,10 @@ class Timing:
         return asdict(self)
 
 
+#: idle time before each timed block, so no other engine's threads still spin (see time_interleaved)
+BLOCK_PAUSE_S = 0.2
+
+
 def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeat: int | Mapping[str, int],
                      warmup: int | Mapping[str, int] = 3, rounds: int = 5) -> dict[str, Timing]:
     """Time every callable ``repeat`` times after ``warmup`` calls, alternating engines in blocks.
@@ -67,7 +71,10 @@ def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeat: int | Mapping
     Each round runs one block per engine (a warm-up call, then its share of the repeats), so
     engines alternate over the run (load drifts hit all of them) but never call by call: thread
     pools that spin after a call (onnxruntime's, TVM's) would otherwise steal the cores from the
-    engine timed next (each block also starts after a 30 ms pause, for the same reason).
+    engine timed next. Each block also starts after a ``BLOCK_PAUSE_S`` pause: TVM's pool workers spin
+    (yielding) for tens of milliseconds after a call, so with a 30 ms pause onnxruntime's BERT encoder
+    measured 7.8-10.8 ms right after a portable block against 3.7-4.1 ms alone in its own process;
+    after 200 ms both engines time as they do alone.
     ``repeat``/``warmup`` may be per-name mappings (fewer repeats for a slow engine).
     """
     reps = {k: int(repeat[k] if isinstance(repeat, Mapping) else repeat) for k in fns}
@@ -81,7 +88,7 @@ def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeat: int | Mapping
             share = reps[name] // rounds + (1 if r < reps[name] % rounds else 0)
             if share == 0:
                 continue
-            time.sleep(0.03)  # the previous engine's spinning worker threads go idle
+            time.sleep(BLOCK_PAUSE_S)  # the previous engine's spinning worker threads go idle
             fn()  # let this engine's thread pool take the cores back
             for _ in range(share):
                 t0 = time.perf_counter()
