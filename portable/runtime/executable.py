@@ -264,6 +264,18 @@ class Executable:
         self._prepare()
         return self._tensors[name].numpy()
 
+    def bind(self, *args: Any, **kwargs: Any) -> None:
+        """Copy inputs into the executable's own buffers (for ``launch``)."""
+        self._prepare()
+        self._bind_inputs(args, kwargs)
+
+    def launch(self) -> None:
+        """Run the kernels on the inputs of the last ``bind`` (no input or output copies): the
+        compute part of ``run``, for timing it apart from the I/O."""
+        self._prepare()
+        for fn, targs in self._calls:
+            fn(*targs)
+
     def time_run(self, *args: Any, repeat: int = 20, warmup: int = 3) -> list[float]:
         """Wall-clock seconds of ``repeat`` runs after ``warmup`` (inputs bound once)."""
         import time

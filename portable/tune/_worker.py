@@ -147,8 +147,7 @@ class Worker:
         times: list[float] = []
         if timing:
             opt = task["options"]
-            timer = ex.mod.time_evaluator("main", dev, number=opt["number"], repeat=opt["repeat"],
-                                          min_repeat_ms=opt["min_repeat_ms"])
+            timer = ex.mod.time_evaluator("main", dev, **_timer_args(opt))
             times = list(timer(*args).results)
         return results, times
 
@@ -189,8 +188,7 @@ class Worker:
         times: list[float] = []
         if timing:
             opt = task["options"]
-            timer = rlib.time_evaluator("main", rdev, number=opt["number"], repeat=opt["repeat"],
-                                        min_repeat_ms=opt["min_repeat_ms"])
+            timer = rlib.time_evaluator("main", rdev, **_timer_args(opt))
             times = list(timer(*args).results)
         return results, times
 
@@ -278,6 +276,19 @@ class Worker:
             return {"ok": False, "error": f"build: {type(exc).__name__}: {exc}"[:2000],
                     "build_s": time.perf_counter() - t0}
         return {"ok": True, "path": msg["path"], "rewrites": rewrites, "build_s": time.perf_counter() - t0}
+
+
+def _timer_args(opt: dict[str, Any]) -> dict[str, Any]:
+    """time_evaluator arguments: hot repeats, or (``flush_cache``) one cold call per repeat.
+
+    Cold: before each call every argument but the first (the activation the previous kernel just
+    wrote) is flushed from the CPU caches, as a model's weights are when the kernel runs once per
+    inference; hot repeated calls would time weight-heavy layers from L2 instead of memory.
+    """
+    if opt.get("flush_cache"):
+        return {"number": 1, "repeat": max(opt["repeat"], 1) * max(opt["number"], 1), "min_repeat_ms": 0,
+                "f_preproc": "cache_flush_cpu_non_first_arg"}
+    return {"number": opt["number"], "repeat": opt["repeat"], "min_repeat_ms": opt["min_repeat_ms"]}
 
 
 class _Loaded:

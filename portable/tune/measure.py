@@ -36,6 +36,9 @@ class MeasureOptions:
     rtol: float = 1e-3
     atol: float = 1e-3  # relative to the mean magnitude of the reference output
     seed: int = 0  # random inputs
+    #: time cold calls: all arguments but the first flushed from the caches before each call (as a
+    #: model's weights are); False: hot back-to-back calls
+    flush_cache: bool = True
 
 
 @dataclass

@@ -241,7 +241,7 @@ def best(records: Iterable[Record]) -> dict[tuple[str, str], Record]:
 
     A point measured several times (the tuner re-measures its leaders) counts with the median of
     its measurements, so one lucky sample on a noisy machine cannot make a slow point the winner;
-    the returned record carries that median.
+    when some points were re-measured, only they compete. The returned record carries the median.
     """
     groups: dict[tuple[str, str], dict[str, list[Record]]] = {}
     for r in records:
@@ -249,8 +249,11 @@ def best(records: Iterable[Record]) -> dict[tuple[str, str], Record]:
             groups.setdefault(r.key, {}).setdefault(knob_id(r.knobs), []).append(r)
     out: dict[tuple[str, str], Record] = {}
     for key, points in groups.items():
+        confirmed = {k: v for k, v in points.items() if len(v) > 1}
         scored = []
-        for recs in points.values():
+        # once the tuner has re-measured its leaders, only those compete: an unconfirmed single
+        # sample is exactly the kind of lucky measurement the re-measuring guards against
+        for recs in (confirmed or points).values():
             times = sorted(r.median_s for r in recs)  # type: ignore[type-var]
             mid = times[(len(times) - 1) // 2] if len(times) % 2 else 0.5 * (times[len(times) // 2 - 1]
                                                                              + times[len(times) // 2])
