@@ -69,6 +69,11 @@ def _aligned_empty(shape: tuple[int, ...], dtype: str, align: int = 64) -> np.nd
     return raw[start:start + n * dt.itemsize].view(dt).reshape(shape)
 
 
+def _size(info: dict[str, Any]) -> int:
+    """Element count of a plan value (numpy exports no usable data pointer for empty arrays)."""
+    return int(np.prod(info["shape"], dtype=np.int64))
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, (np.integer,)):
         return int(o)
@@ -139,9 +144,11 @@ class Executable:
         self._calls = [(self.lib[s["kernel"]], [tensors[a] for a in s["args"]]) for s in self.plan.steps]
         #: value -> every (call, argument) position reading or writing it, for zero-copy binding in run()
         self._uses: dict[str, list[tuple[int, int]]] = {}
+        self._written: set[str] = set()  # values some kernel writes (not constants or inputs)
         for ci, st in enumerate(self.plan.steps):
             for ai, a in enumerate(st["args"]):
                 self._uses.setdefault(a, []).append((ci, ai))
+            self._written.update(st["args"][st["num_inputs"]:])
         self._ready = True
 
     def _bind_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any], zero_copy: bool = False) -> dict[str, Any]:
@@ -194,7 +201,7 @@ class Executable:
         results: dict[str, np.ndarray] = {}
         views = dict(feeds)
         for o in self.plan.outputs:
-            if o in self._uses and o not in views and o not in self.plan.inputs:
+            if o in self._written and o not in views and _size(self.plan.values[o]):
                 info = self.plan.values[o]
                 results[o] = _aligned_empty(tuple(info["shape"]), info["dtype"])
                 views[o] = tvm.runtime.from_dlpack(results[o])
