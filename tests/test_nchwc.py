@@ -66,6 +66,8 @@ def _check(model: onnx.ModelProto, x_shape: tuple[int, ...], target: str, min_nc
     exe = portable.compile(model, target=target, cache=False)
     nchwc = [s for s in exe.plan.steps if exe.plan.kernels[s["kernel"]]["family"] in ("conv2d_nchwc", "pool_nchwc")]
     assert len(nchwc) >= min_nchwc, [exe.plan.kernels[s["kernel"]]["family"] for s in exe.plan.steps]
+    fallbacks = [k for k, info in exe.plan.kernels.items() if "fallback" in info["knobs"]]
+    assert not fallbacks, f"templates fell back to the generic schedule for {fallbacks}"
     ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     got = exe.run(x)[0]
     assert got.shape == ref.shape
@@ -123,7 +125,14 @@ def _dilated_same_pad() -> tuple[onnx.ModelProto, tuple[int, ...]]:
     return b.model((2, 8, 13, 11), b.op("LeakyRelu", [y], alpha=0.1)), (2, 8, 13, 11)
 
 
-MODELS = {"residual_cnn": _residual_cnn, "mobile_block": _mobile_block, "concat_block": _concat_block,
+def _prime_width() -> tuple[onnx.ModelProto, tuple[int, ...]]:
+    """Output widths 13 and 11 (prime): register tiles with a partial last tile."""
+    b = _Net(9)
+    y = b.op("Relu", [b.conv("x", 3, 32, k=3)])
+    return b.model((1, 3, 13, 13), b.conv(y, 32, 16, k=3, pads=[0, 0, 0, 0])), (1, 3, 13, 13)
+
+
+MODELS = {"prime_width": _prime_width, "residual_cnn": _residual_cnn, "mobile_block": _mobile_block, "concat_block": _concat_block,
           "dilated_same_pad": _dilated_same_pad}
 
 

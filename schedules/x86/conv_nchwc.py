@@ -65,7 +65,14 @@ def _tiles(ob: int, ow: int, budget: int) -> list[str]:
     Measured on AVX-512 (ResNet-18 layer1, 56 columns): 4x7 187 GFLOPS, 2x8 181, 2x14 172, 1x14 114:
     more oc blocks share each broadcast, and LLVM keeps a tile of <= 28 accumulators spill-free.
     """
-    tiles = [(m, b) for m in (4, 3, 2, 1) if ob % m == 0 for b in divisors(ow, budget // m) if b >= 2 or ow == 1]
+    tiles = []
+    for m in (4, 3, 2, 1):
+        if ob % m:
+            continue
+        cols = [b for b in divisors(ow, budget // m) if b >= 2 or ow == 1]
+        if not cols or max(cols) < 4:  # a prime width (109 in ZFNet): tiles with a partial last one
+            cols += [b for b in (8, 7, 4) if b <= budget // m and b < ow and ow % b]
+        tiles += [(m, b) for b in cols]
     tiles.sort(key=lambda t: (-min(t[0] * t[1], budget), -t[0]))
     return [f"{m}x{b}" for m, b in tiles[:8]]
 
