@@ -47,6 +47,14 @@ def inline_all(sch: Schedule, keep: Iterable[str] = ()) -> None:
                 continue
 
 
+def inline_except_anchor(sch: Schedule, anchor: str, keep_pad: bool) -> None:
+    """Inline every stage but the anchor (and, with ``keep_pad``, the materialised ``pad*`` stages)."""
+    keep = {anchor}
+    if keep_pad:
+        keep |= {block_name(sch, b) for b in blocks(sch) if block_name(sch, b).startswith("pad")}
+    inline_all(sch, keep=keep)
+
+
 def loop_extent(sch: Schedule, loop) -> int:  # type: ignore[no-untyped-def]
     """Static extent of a loop."""
     return int(sch.get(loop).extent)

@@ -6,8 +6,6 @@ Oracle: onnx's ReferenceEvaluator, at the default and at random knob points of e
 
 from __future__ import annotations
 
-import json
-import random
 from typing import Any, Callable
 
 import numpy as np
@@ -17,6 +15,7 @@ from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
 from conftest import make_model
+from test_tune import _points
 
 Built = tuple[onnx.ModelProto, dict[str, np.ndarray]]
 
@@ -76,21 +75,6 @@ WORKLOADS: list[tuple[str, Callable[[np.random.Generator], Built], int]] = [
     ("attention_scores", _attention_scores, 3), ("bmm_broadcast", _bmm_broadcast, 3),
     ("layernorm_rows", _layernorm_rows, 1), ("log_softmax_short_rows", _log_softmax_short_rows, 1),
 ]
-
-
-def _points(task: Any, n_random: int, seed: int) -> list[dict[str, Any]]:
-    space = task.space()
-    rng = random.Random(seed)
-    points = [task.defaults()]
-    seen = {json.dumps(points[0], sort_keys=True)}
-    for _ in range(50 * n_random):
-        if len(points) > n_random:
-            break
-        p = {k: rng.choice(v) for k, v in space.items()}
-        if json.dumps(p, sort_keys=True) not in seen:
-            seen.add(json.dumps(p, sort_keys=True))
-            points.append(p)
-    return points
 
 
 @pytest.mark.parametrize("name,builder,n_random", WORKLOADS, ids=[w[0] for w in WORKLOADS])

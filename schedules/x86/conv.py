@@ -23,7 +23,7 @@ from tvm.s_tir import Schedule
 from tvm.s_tir.schedule import ScheduleError
 
 from ..layout import SplitAxisRewrite
-from ..common import block_name, blocks, divisors, inline_all, loop_extent, output_blocks, vectorize_inner
+from ..common import block_name, blocks, divisors, inline_except_anchor, loop_extent, output_blocks, vectorize_inner
 from ..registry import ScheduleContext, Template, register_template
 from .generic import GenericX86
 
@@ -55,13 +55,15 @@ def _ow_blocks(ow: int, limit: int) -> list[int]:
     return cands[:4] or [1]
 
 
-def _output_block(sch: Schedule, ctx: ScheduleContext, conv: Any) -> Any | None:
+def _output_block(sch: Schedule, ctx: ScheduleContext, conv: Any, rank: int = 4) -> Any | None:
+    """The single output block with the anchor's ``rank`` spatial loops (a copy stage if the anchor
+    is itself the output), or None when the epilogue changes the shape."""
     outs = output_blocks(sch)
     if len(outs) != 1:
         return None
     out = sch.cache_write(conv, 0, "global") if block_name(sch, outs[0]) == ctx.anchor_block else outs[0]
     o_ext = [loop_extent(sch, lp) for lp in sch.get_loops(out)]
-    c_ext = [loop_extent(sch, lp) for lp in sch.get_loops(conv)][:4]
+    c_ext = [loop_extent(sch, lp) for lp in sch.get_loops(conv)][:rank]
     return out if o_ext == c_ext else None
 
 
@@ -115,10 +117,7 @@ class Conv2dX86(Template):
     def apply(self, sch: Schedule, ctx: ScheduleContext, knobs: dict[str, Any]) -> None:
         """See module docstring."""
         d = _conv_dims(sch, ctx)
-        keep = {ctx.anchor_block}
-        if not knobs["inline_pad"]:
-            keep |= {block_name(sch, b) for b in blocks(sch) if block_name(sch, b).startswith("pad")}
-        inline_all(sch, keep=keep)
+        inline_except_anchor(sch, ctx.anchor_block, keep_pad=not knobs["inline_pad"])
         conv = sch.get_sblock(ctx.anchor_block)
         out = _output_block(sch, ctx, conv)
         if out is None:

@@ -31,9 +31,9 @@ import numpy as np
 
 from tvm.s_tir import Schedule
 
-from ..common import block_name, blocks, divisors, inline_all, loop_extent, output_blocks
+from ..common import divisors, inline_except_anchor, loop_extent
 from ..registry import ScheduleContext, Template, register_template
-from .conv import _schedule_pad
+from .conv import _output_block, _schedule_pad
 
 
 def _dims(sch: Schedule, ctx: ScheduleContext) -> dict[str, Any]:
@@ -46,17 +46,6 @@ def _dims(sch: Schedule, ctx: ScheduleContext) -> dict[str, Any]:
 def _accumulator_budget(ctx: ScheduleContext) -> int:
     """Vector accumulators that fit beside the operands: 28 of 32 zmm, 12 of 16 ymm."""
     return 28 if ctx.lanes >= 16 else 12
-
-
-def _output_of(sch: Schedule, ctx: ScheduleContext, anchor: Any) -> Any | None:
-    """The single output block with the anchor's spatial loops (a copy stage if the anchor is the output)."""
-    outs = output_blocks(sch)
-    if len(outs) != 1:
-        return None
-    out = sch.cache_write(anchor, 0, "global") if block_name(sch, outs[0]) == ctx.anchor_block else outs[0]
-    o_ext = [loop_extent(sch, lp) for lp in sch.get_loops(out)]
-    a_ext = [loop_extent(sch, lp) for lp in sch.get_loops(anchor)][:5]
-    return out if o_ext == a_ext else None
 
 
 def _tiles(ob: int, ow: int, budget: int) -> list[str]:
@@ -118,12 +107,9 @@ class Conv2dNCHWcX86(Template):
     def apply(self, sch: Schedule, ctx: ScheduleContext, knobs: dict[str, Any]) -> None:
         """See module docstring."""
         d = _dims(sch, ctx)
-        keep = {ctx.anchor_block}
-        if not knobs["inline_pad"]:
-            keep |= {block_name(sch, b) for b in blocks(sch) if block_name(sch, b).startswith("pad")}
-        inline_all(sch, keep=keep)
+        inline_except_anchor(sch, ctx.anchor_block, keep_pad=not knobs["inline_pad"])
         conv = sch.get_sblock(ctx.anchor_block)
-        out = _output_of(sch, ctx, conv)
+        out = _output_block(sch, ctx, conv, rank=5)
         if out is None:
             raise ValueError("NCHWc convolution epilogue does not keep the output shape")
         if d["depthwise"]:
@@ -175,12 +161,9 @@ class PoolNCHWcX86(Template):
 
     def apply(self, sch: Schedule, ctx: ScheduleContext, knobs: dict[str, Any]) -> None:
         """Parallel over (n, channel block, row); window loops outside the vector of channels."""
-        keep = {ctx.anchor_block}
-        if not knobs["inline_pad"]:
-            keep |= {block_name(sch, b) for b in blocks(sch) if block_name(sch, b).startswith("pad")}
-        inline_all(sch, keep=keep)
+        inline_except_anchor(sch, ctx.anchor_block, keep_pad=not knobs["inline_pad"])
         pool = sch.get_sblock(ctx.anchor_block)
-        out = _output_of(sch, ctx, pool)
+        out = _output_block(sch, ctx, pool, rank=5)
         if out is None:
             raise ValueError("NCHWc pool epilogue does not keep the output shape")
         n, ob, oh, ow, ci = sch.get_loops(out)
