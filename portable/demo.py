@@ -52,6 +52,9 @@ def demo_model(seed: int = 0) -> onnx.ModelProto:
 
 
 def _median_ms(fn: Any, repeat: int = 30, warmup: int = 5) -> float:
+    """Median ms of ``repeat`` calls after ``warmup``, starting after a 200 ms pause so the other
+    engine's worker threads have stopped spinning (see benchmarks/common.py)."""
+    time.sleep(0.2)
     for _ in range(warmup):
         fn()
     times = []
