@@ -15,7 +15,7 @@ from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
 from conftest import make_model
-from test_tune import _points
+from test_tune import check_random_points
 
 Built = tuple[onnx.ModelProto, dict[str, np.ndarray]]
 
@@ -82,24 +82,11 @@ def test_template_points_match_reference(name: str, builder: Callable[[np.random
                                          n_random: int, monkeypatch: Any) -> None:
     """The default and random knob points of every kernel compute what ReferenceEvaluator does."""
     import portable
-    from portable.compiler.build import compile_graph, workload_key
-    from portable.tune.tasks import extract_tasks
 
     monkeypatch.setenv("PORTABLE_STRICT_SCHEDULES", "1")  # a failing point must fail, not fall back
     model, feeds = builder(np.random.default_rng(0))
     expected = ReferenceEvaluator(model).run(None, feeds)
-    graph = portable.load_onnx(model)
-    tasks = extract_tasks(graph, "host", min_space=1)
-    assert tasks, f"{name}: no tunable kernel"
-    for ti, task in enumerate(tasks):
-        for knobs in _points(task, n_random, seed=ti):
-            exe = compile_graph(graph, "host", lambda k, t, kn=knobs, wk=task.workload: (
-                kn if workload_key(k.func) == wk else None))
-            used = [k["knobs"] for k in exe.plan.kernels.values() if k["workload"] == task.workload]
-            assert used == [knobs], f"{name}: the compiler did not use knobs {knobs}"
-            got = exe.run(**feeds)
-            for g, e in zip(got, expected):
-                np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4, err_msg=f"{name} with knobs {knobs}")
+    check_random_points(name, portable.load_onnx(model), feeds, expected, n_random, tol=1e-4)
 
 
 def _scheduled(model: onnx.ModelProto, family: str) -> str:

@@ -166,21 +166,9 @@ GRAD_WORKLOADS: list[tuple[str, Callable[..., Any], int]] = [
 def test_gradient_template_random_points_match_numpy(name: str, builder: Callable[..., Any], n_random: int,
                                                      monkeypatch: Any) -> None:
     """Random knob points of the gradient kernels' templates compute what the numpy oracle does."""
-    from portable.compiler.build import compile_graph, workload_key
-    from portable.tune.tasks import extract_tasks
-
     monkeypatch.setenv("PORTABLE_STRICT_SCHEDULES", "1")
     graph, inputs, expected = builder(np.random.default_rng(0))
-    tasks = extract_tasks(graph, "host", min_space=1)
-    assert tasks, f"{name}: no kernel found"
-    for ti, task in enumerate(tasks):
-        for knobs in _points(task, n_random, seed=ti):
-            exe = compile_graph(graph, "host", lambda k, t, kn=knobs, wk=task.workload: (
-                kn if workload_key(k.func) == wk else None))
-            used = [k["knobs"] for k in exe.plan.kernels.values() if k["workload"] == task.workload]
-            assert used == [knobs], f"{name}: the compiler did not use knobs {knobs}"
-            for g, e in zip(exe.run(**inputs), expected):
-                np.testing.assert_allclose(g, e, rtol=2e-4, atol=2e-4, err_msg=f"{name} with knobs {knobs}")
+    check_random_points(name, graph, inputs, expected, n_random, tol=2e-4)
 
 
 def _points(task: Any, n_random: int, seed: int) -> list[dict[str, Any]]:
@@ -199,15 +187,25 @@ def _points(task: Any, n_random: int, seed: int) -> list[dict[str, Any]]:
     return points
 
 
-def _compile_with(model: onnx.ModelProto, workload: str, knobs: dict[str, Any]) -> Any:
-    """Compile ``model`` with ``knobs`` for the kernel ``workload`` (template defaults elsewhere)."""
-    import portable
+def check_random_points(name: str, graph: Any, inputs: dict[str, np.ndarray], expected: list[Any],
+                        n_random: int, tol: float) -> None:
+    """For every tunable kernel of ``graph``: compile with its default and ``n_random`` random knob
+    points (template defaults elsewhere), check the compiler used them, compare outputs with ``expected``.
+
+    Callers set PORTABLE_STRICT_SCHEDULES=1, so a failing point fails instead of falling back."""
     from portable.compiler.build import compile_graph, workload_key
+    from portable.tune.tasks import extract_tasks
 
-    def lookup(kernel: Any, target: Any) -> dict[str, Any] | None:
-        return knobs if workload_key(kernel.func) == workload else None
-
-    return compile_graph(portable.load_onnx(model), "host", lookup)
+    tasks = extract_tasks(graph, "host", min_space=1)
+    assert tasks, f"{name}: no kernel found"
+    for ti, task in enumerate(tasks):
+        for knobs in _points(task, n_random, seed=ti):
+            exe = compile_graph(graph, "host", lambda k, t, kn=knobs, wk=task.workload: (
+                kn if workload_key(k.func) == wk else None))
+            used = [k["knobs"] for k in exe.plan.kernels.values() if k["workload"] == task.workload]
+            assert used == [knobs], f"{name}: the compiler did not use knobs {knobs}"
+            for g, e in zip(exe.run(**inputs), expected):
+                np.testing.assert_allclose(g, e, rtol=tol, atol=tol, err_msg=f"{name} / {task.family} with knobs {knobs}")
 
 
 # ------------------------------------------------------------------------- template spaces are correct
@@ -217,22 +215,11 @@ def test_template_space_random_points_match_reference(name: str, builder: Callab
                                                       n_random: int, monkeypatch: Any) -> None:
     """Random points of every tunable kernel's knob space compute what the reference evaluator does."""
     import portable
-    from portable.tune.tasks import extract_tasks
 
     monkeypatch.setenv("PORTABLE_STRICT_SCHEDULES", "1")  # a failing point must not fall back silently
     model, inputs = builder(np.random.default_rng(0))
     expected = [np.asarray(o) for o in ReferenceEvaluator(model).run(None, inputs)]
-    tasks = extract_tasks(portable.load_onnx(model), "host", min_space=1)
-    assert tasks, f"{name}: no kernel found"
-    for ti, task in enumerate(tasks):
-        for knobs in _points(task, n_random, seed=ti):
-            exe = _compile_with(model, task.workload, knobs)
-            used = [k["knobs"] for k in exe.plan.kernels.values() if k["workload"] == task.workload]
-            assert used == [knobs], f"{name}: the compiler did not use knobs {knobs}"
-            got = exe.run(**inputs)
-            for g, e in zip(got, expected):
-                np.testing.assert_allclose(g, e, rtol=2e-4, atol=2e-4,
-                                           err_msg=f"{name} / {task.family} with knobs {knobs}")
+    check_random_points(name, portable.load_onnx(model), inputs, expected, n_random, tol=2e-4)
 
 
 def test_every_registered_x86_template_was_checked() -> None:

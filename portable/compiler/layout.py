@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..graph import Graph, Node
+from ..graph import Graph, Node, TensorInfo
 from ..ops.blocked import pack_channel_vector, pack_conv_weight
 from ..ops.conv import conv_pads
 from ..ops.infer import infer_node
@@ -61,8 +61,6 @@ class _Rewriter:
         """Add a compile-time constant."""
         name = self.fresh(base)
         self.g.constants[name] = arr
-        from ..graph import TensorInfo
-
         self.g.values[name] = TensorInfo(tuple(arr.shape), str(arr.dtype))
         return name
 
@@ -143,7 +141,7 @@ class _Rewriter:
         blocked = [i for i in node.inputs if i in self.blocked]
         if not blocked:
             return False
-        shape = self.g.values[node.inputs[0] if node.inputs[0] in self.blocked else blocked[0]].shape
+        shape = self.g.values[blocked[0]].shape  # every blocked operand must have this NCHW shape
         if self.g.values[node.outputs[0]].shape != shape:
             return False
         channels = self.channels[self.blocked[blocked[0]]]

@@ -13,6 +13,11 @@ from ..graph import Graph, Node
 from .layout import convert_to_nchwc
 
 
+def _single_use(graph: Graph, consumers: dict[str, list[Node]], value: str) -> bool:
+    """True if ``value`` has exactly one consumer and is not a graph output (so a rewrite may absorb it)."""
+    return len(consumers.get(value, [])) == 1 and value not in graph.outputs
+
+
 def fold_batchnorm_into_conv(graph: Graph) -> int:
     """Rewrite Conv(W, b) -> BatchNormalization(inference) into one Conv with scaled weights.
 
@@ -28,8 +33,7 @@ def fold_batchnorm_into_conv(graph: Graph) -> int:
         if bn.op != "BatchNormalization" or bn.attrs.get("training_mode", 0) or len(bn.outputs) > 1:
             continue
         conv = producers.get(bn.inputs[0])
-        single_use = len(consumers.get(bn.inputs[0], [])) == 1 and bn.inputs[0] not in graph.outputs
-        if conv is None or conv.op != "Conv" or not single_use:
+        if conv is None or conv.op != "Conv" or not _single_use(graph, consumers, bn.inputs[0]):
             continue
         w_name = conv.inputs[1]
         b_name = conv.inputs[2] if len(conv.inputs) > 2 and conv.inputs[2] else ""
@@ -76,12 +80,9 @@ def fuse_gelu(graph: Graph) -> int:
     """
     producers, consumers = graph.producers(), graph.consumers()
 
-    def single(v: str) -> bool:
-        return len(consumers.get(v, [])) == 1 and v not in graph.outputs
-
     def prod(v: str, op: str) -> Node | None:
         n = producers.get(v)
-        return n if n is not None and n.op == op and single(v) else None
+        return n if n is not None and n.op == op and _single_use(graph, consumers, v) else None
 
     def split(n: Node, want: float) -> str | None:
         """The non-constant operand of a binary node whose other operand is the scalar ``want``."""
@@ -100,9 +101,9 @@ def fuse_gelu(graph: Graph) -> int:
         if erf is None:
             return None
         scale = producers.get(erf.inputs[0])
-        if scale is None or not single(erf.inputs[0]):
+        if scale is None or not _single_use(graph, consumers, erf.inputs[0]):
             return None
-        x = (split(scale, math.sqrt(2.0)) if scale.op == "Div" and _close(_scalar(graph, scale.inputs[1]), math.sqrt(2.0))
+        x = (scale.inputs[0] if scale.op == "Div" and _close(_scalar(graph, scale.inputs[1]), math.sqrt(2.0))
              else split(scale, 1 / math.sqrt(2.0)) if scale.op == "Mul" else None)
         return (x, [scale, erf, add]) if x else None
 

@@ -68,6 +68,11 @@ class MeasureError(Exception):
     """A task cannot be measured at all (its reference output could not be computed)."""
 
 
+def _task_id(task: Task) -> str:
+    """Key under which a worker process holds a task."""
+    return f"{task.workload}@{task.target.key}"
+
+
 class _WorkerProcess:
     """A live worker process and the two pipes to it."""
 
@@ -206,10 +211,66 @@ class Measurer:
         self._builders = []
 
     def _build_all(self, task: Task, candidates: list[dict[str, Any]], faults: dict[int, str] | None) -> list[Any]:
-        try:
-            return build_in_parallel(self, task, candidates, faults)
-        except MeasureError:
-            return [None] * len(candidates)  # builders unavailable: compile in the measuring worker
+        """Compile ``candidates`` on ``parallel_builds`` builder processes at once.
+
+        Returns per candidate the builder's reply (``{"ok", "path", "rewrites", "build_s"}`` or
+        ``{"ok": False, "error"}``) or a failure string when its builder crashed or hung (that builder
+        is killed and replaced; the other candidates are unaffected). If no builder can load the
+        task, every entry is None: the measuring worker then compiles them itself.
+        """
+        import tempfile
+
+        tmpdir = tempfile.mkdtemp(prefix="portable_build_")
+        out: list[Any] = [None] * len(candidates)
+        todo = list(range(len(candidates)))
+        busy: dict[int, tuple[int, float]] = {}  # builder slot -> (candidate index, deadline)
+        while todo or busy:
+            for slot in range(self.parallel_builds):
+                if slot in busy or not todo:
+                    continue
+                try:
+                    b = self._builder(slot, task)
+                except MeasureError:
+                    return [None] * len(candidates)
+                i = todo.pop(0)
+                msg = {"op": "compile", "task_id": _task_id(task), "knobs": candidates[i],
+                       "path": os.path.join(tmpdir, f"cand{i}.so"), "fault": (faults or {}).get(i)}
+                if not b.send(msg):
+                    out[i] = b._death()
+                    continue
+                busy[slot] = (i, time.monotonic() + self.options.timeout_s)
+            if not busy:
+                continue
+            wait = max(0.0, min(d for _, d in busy.values()) - time.monotonic())
+            fds = {self._builders[s].rfd: s for s in busy}
+            ready, _, _ = select.select(list(fds), [], [], wait)
+            for fd in ready:
+                slot = fds[fd]
+                out[busy.pop(slot)[0]] = self._builders[slot].receive(0)
+            for slot, (i, deadline) in list(busy.items()):
+                if time.monotonic() >= deadline:
+                    self._builders[slot].kill()
+                    out[i] = f"timeout: no build within {self.options.timeout_s:.0f}s (process killed)"
+                    del busy[slot]
+        return out
+
+    def _builder(self, slot: int, task: Task) -> _WorkerProcess:
+        """A live builder process in ``slot`` that knows ``task`` (started or replaced as needed)."""
+        while len(self._builders) <= slot:
+            self._builders.append(None)
+        b = self._builders[slot]
+        if b is not None and not b.alive():
+            b.kill()
+            b = None
+        if b is None:
+            b = self._builders[slot] = _WorkerProcess(1, self.startup_timeout)
+        if _task_id(task) not in b.tasks:
+            reply = b.call({"op": "register", "task_id": _task_id(task), "task": self._task_payload(task),
+                            "build_only": True}, self.startup_timeout)
+            if not isinstance(reply, dict) or not reply.get("ok"):
+                raise MeasureError(f"task {task.name}: builder could not load the task: {reply}")
+            b.tasks.add(_task_id(task))
+        return b
 
     def _runner(self) -> dict[str, Any] | None:
         if self.rpc is None:
@@ -226,7 +287,7 @@ class Measurer:
         if w is None:
             w = self._worker = _WorkerProcess(threads, self.startup_timeout)
             self._threads = threads
-        task_id = f"{task.workload}@{task.target.key}"
+        task_id = _task_id(task)
         if task_id not in w.tasks:
             reply = w.call({"op": "register", "task_id": task_id, "task": self._task_payload(task)},
                            self.startup_timeout + 4 * self.options.timeout_s)
@@ -273,7 +334,7 @@ class Measurer:
                     on_result(res)
                 continue
             worker = self._ensure(task)
-            msg = {"op": "measure", "task_id": f"{task.workload}@{task.target.key}", "knobs": knobs,
+            msg = {"op": "measure", "task_id": _task_id(task), "knobs": knobs,
                    "fault": fault, "prebuilt": build}
             try:
                 reply = worker.call(msg, self.options.timeout_s)
@@ -297,69 +358,6 @@ class Measurer:
             except OSError:
                 pass
         return results
-
-
-def _builder_for(measurer: "Measurer", slot: int, task: Task) -> "_WorkerProcess":
-    """A live builder process in ``slot`` that knows ``task`` (started or replaced as needed)."""
-    while len(measurer._builders) <= slot:
-        measurer._builders.append(None)
-    b = measurer._builders[slot]
-    if b is not None and not b.alive():
-        b.kill()
-        b = None
-    if b is None:
-        b = measurer._builders[slot] = _WorkerProcess(1, measurer.startup_timeout)
-    task_id = f"{task.workload}@{task.target.key}"
-    if task_id not in b.tasks:
-        reply = b.call({"op": "register", "task_id": task_id, "task": measurer._task_payload(task),
-                        "build_only": True}, measurer.startup_timeout)
-        if not isinstance(reply, dict) or not reply.get("ok"):
-            raise MeasureError(f"task {task.name}: builder could not load the task: {reply}")
-        b.tasks.add(task_id)
-    return b
-
-
-def build_in_parallel(measurer: "Measurer", task: Task, candidates: list[dict[str, Any]],
-                      faults: dict[int, str] | None = None) -> list[Any]:
-    """Compile ``candidates`` on ``measurer.parallel_builds`` builder processes at once.
-
-    Returns per candidate the builder's reply (``{"ok", "path", "rewrites", "build_s"}`` or
-    ``{"ok": False, "error"}``) or a failure string when its builder crashed or hung (that builder is
-    killed and replaced; the other candidates are unaffected).
-    """
-    import tempfile
-
-    tmpdir = tempfile.mkdtemp(prefix="portable_build_")
-    task_id = f"{task.workload}@{task.target.key}"
-    out: list[Any] = [None] * len(candidates)
-    todo = list(range(len(candidates)))
-    busy: dict[int, tuple[int, float]] = {}  # builder slot -> (candidate index, deadline)
-    while todo or busy:
-        for slot in range(measurer.parallel_builds):
-            if slot in busy or not todo:
-                continue
-            i = todo.pop(0)
-            b = _builder_for(measurer, slot, task)
-            msg = {"op": "compile", "task_id": task_id, "knobs": candidates[i],
-                   "path": os.path.join(tmpdir, f"cand{i}.so"), "fault": (faults or {}).get(i)}
-            if not b.send(msg):
-                out[i] = b._death()
-                continue
-            busy[slot] = (i, time.monotonic() + measurer.options.timeout_s)
-        if not busy:
-            continue
-        wait = max(0.0, min(d for _, d in busy.values()) - time.monotonic())
-        fds = {measurer._builders[s].rfd: s for s in busy}
-        ready, _, _ = select.select(list(fds), [], [], wait)
-        for fd in ready:
-            slot = fds[fd]
-            out[busy.pop(slot)[0]] = measurer._builders[slot].receive(0)
-        for slot, (i, deadline) in list(busy.items()):
-            if time.monotonic() >= deadline:
-                measurer._builders[slot].kill()
-                out[i] = f"timeout: no build within {measurer.options.timeout_s:.0f}s (process killed)"
-                del busy[slot]
-    return out
 
 
 def measure_once(task: Task, knobs: dict[str, Any] | None = None, options: MeasureOptions | None = None,
