@@ -186,13 +186,18 @@ def _conv_transpose_pads(attrs: Attrs, sizes: Sequence[int], ks: Sequence[int], 
 from ..autodiff.registry import adjoint  # noqa: E402
 
 
-@adjoint("Conv")
-def _conv_adj(b, node, g):  # type: ignore[no-untyped-def]
-    """dX = ConvDataGrad(dY, W), dW = ConvWeightGrad(X, dY) (both in portable/ops/training.py)."""
+def _adj_operands(b, node):  # type: ignore[no-untyped-def]
+    """(X, W, bias or None, X's shape, W's shape, number of spatial axes) of a Conv/ConvTranspose node."""
     x, w = node.inputs[:2]
     bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
     sx, sw = b.shape(x), b.shape(w)
-    nd = len(sx) - 2
+    return x, w, bias, sx, sw, len(sx) - 2
+
+
+@adjoint("Conv")
+def _conv_adj(b, node, g):  # type: ignore[no-untyped-def]
+    """dX = ConvDataGrad(dY, W), dW = ConvWeightGrad(X, dY) (both in portable/ops/training.py)."""
+    x, w, bias, sx, sw, nd = _adj_operands(b, node)
     attrs = Attrs(node.attrs, node.opset, node.describe())
     kernel = list(sw[2:])
     strides = list(node.attrs.get("strides", [1] * nd))
@@ -226,9 +231,7 @@ def _conv_transpose_adj_geometry(b, node):  # type: ignore[no-untyped-def]
     gradient at those positions needs the same leading pad and a trailing pad giving back the
     input's spatial size (any value in [need, need + stride) does; the smallest non-negative one).
     """
-    x, w = node.inputs[:2]
-    sx, sw = b.shape(x), b.shape(w)
-    nd = len(sx) - 2
+    _, _, _, sx, sw, nd = _adj_operands(b, node)
     attrs = Attrs(node.attrs, node.opset, node.describe())
     strides = list(node.attrs.get("strides", [1] * nd))
     dil = list(node.attrs.get("dilations", [1] * nd))
@@ -247,10 +250,7 @@ def _conv_transpose_adj_geometry(b, node):  # type: ignore[no-untyped-def]
 @adjoint("ConvTranspose")
 def _conv_transpose_adj(b, node, g):  # type: ignore[no-untyped-def]
     """dX = Conv(dY, W) and dW = ConvWeightGrad(dY, X), with ConvTranspose's geometry (1-D and 2-D)."""
-    x, w = node.inputs[:2]
-    bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
-    sx, sw = b.shape(x), b.shape(w)
-    nd = len(sx) - 2
+    x, w, bias, sx, sw, nd = _adj_operands(b, node)
     if nd not in (1, 2):
         raise ValueError(f"{node.describe()}: gradients of ConvTranspose are implemented for 1-D and 2-D only")
     strides, dil, lead, trail = _conv_transpose_adj_geometry(b, node)
