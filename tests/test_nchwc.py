@@ -17,6 +17,7 @@ import portable
 from portable.compiler.layout import convert_to_nchwc
 from portable.compiler.passes import copy_graph
 from portable.ops.blocked import pack_conv_weight
+from portable.ops.winograd import pack_winograd_weight, transform_matrices
 from portable.targets import resolve_target
 
 TARGETS = ["host", "x86-avx2"]
@@ -132,7 +133,19 @@ def _prime_width() -> tuple[onnx.ModelProto, tuple[int, ...]]:
     return b.model((1, 3, 13, 13), b.conv(y, 32, 16, k=3, pads=[0, 0, 0, 0])), (1, 3, 13, 13)
 
 
-MODELS = {"prime_width": _prime_width, "residual_cnn": _residual_cnn, "mobile_block": _mobile_block, "concat_block": _concat_block,
+def _winograd_chain() -> tuple[onnx.ModelProto, tuple[int, ...]]:
+    """3x3 stride-1 convolutions taken by Winograd: F(4x4) at 30x30 and 29x29 (partial tiles, an
+    asymmetric pad, a padded 24-channel input), F(2x2) at 14x14 with a padded 20-channel output, batch 2."""
+    b = _Net(11)
+    y = b.op("Relu", [b.conv("x", 8, 24, k=1)])
+    y = b.op("Relu", [b.conv(y, 24, 32)])
+    y = b.op("Relu", [b.op("Add", [y, b.conv(y, 32, 32)])])
+    y = b.op("Relu", [b.conv(y, 32, 32, pads=[1, 1, 0, 0])])
+    y = b.op("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2])
+    return b.model((2, 8, 30, 30), b.conv(y, 32, 20)), (2, 8, 30, 30)
+
+
+MODELS = {"prime_width": _prime_width, "winograd_chain": _winograd_chain, "residual_cnn": _residual_cnn, "mobile_block": _mobile_block, "concat_block": _concat_block,
           "dilated_same_pad": _dilated_same_pad}
 
 
@@ -152,6 +165,35 @@ def test_pass_keeps_whole_block_values_blocked_and_converts_once() -> None:
     assert ops.count("FromNCHWc") == 1 and ops.count("ToNCHWc") == 0
     assert ops.index("FromNCHWc") == ops.index("GlobalAveragePool") - 1
     assert "NCHWcMaxPool" in ops and "NCHWcAveragePool" in ops
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_winograd_takes_the_large_3x3_convolutions(target: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """winograd_chain's four 3x3 convolutions run as Winograd kernels; PORTABLE_WINOGRAD=0 keeps them direct."""
+    model, _ = _winograd_chain()
+
+    def families(exe: portable.Executable) -> list[str]:
+        return [exe.plan.kernels[s["kernel"]]["family"] for s in exe.plan.steps]
+
+    assert families(portable.compile(model, target=target, cache=False)).count("conv2d_winograd_nchwc") == 4
+    monkeypatch.setenv("PORTABLE_WINOGRAD", "0")
+    assert "conv2d_winograd_nchwc" not in families(portable.compile(model, target=target, cache=False))
+
+
+def test_winograd_weight_transform_gives_direct_convolution() -> None:
+    """pack_winograd_weight + the transforms of transform_matrices reproduce a direct 3x3 correlation
+    on one tile (numpy, float64), for both tile sizes."""
+    rng = np.random.default_rng(0)
+    for m in (2, 4):
+        a_mat, b_mat, _ = transform_matrices(m)
+        w = rng.standard_normal((16, 16, 3, 3))
+        d = rng.standard_normal((16, m + 2, m + 2))  # [in channel, tile patch]
+        u = pack_winograd_weight(w, 16, m)[:, :, 0, 0]  # [a, a, cb_in, cb_out]
+        v = np.einsum("re,crs,sf->efc", b_mat, d, b_mat)
+        y = np.einsum("ei,efk,fj->kij", a_mat, np.einsum("efc,efck->efk", v, u), a_mat)
+        direct = np.array([[[np.sum(w[k] * d[:, i:i + 3, j:j + 3]) for j in range(m)] for i in range(m)]
+                           for k in range(16)])
+        np.testing.assert_allclose(y, direct, rtol=1e-9, atol=1e-9)
 
 
 def test_layout_env_switch_keeps_nchw(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -103,12 +103,24 @@ def _nchwc_chain(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, n
     return make_model(nodes, {"x": x}, ["y"], consts), {"x": x}
 
 
+def _winograd(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """A blocked 3x3 stride-1 convolution at 14x14 (Winograd) with bias, residual add and ReLU."""
+    x = rng.standard_normal((1, 16, 14, 14)).astype(np.float32)
+    consts = {"w1": rng.standard_normal((32, 16, 1, 1)).astype(np.float32) * 0.3,
+              "w2": rng.standard_normal((32, 32, 3, 3)).astype(np.float32) * 0.1,
+              "b2": rng.standard_normal(32).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"]),
+             helper.make_node("Conv", ["c1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c1", "c2"], ["r"]), helper.make_node("Relu", ["r"], ["y"])]
+    return make_model(nodes, {"x": x}, ["y"], consts), {"x": x}
+
+
 #: (id, model builder, random points per task besides the default)
 WORKLOADS: list[tuple[str, Callable[..., Any], int]] = [
     ("matmul", _mm, 4), ("batch_matmul", _bmm, 2), ("gemm_relu", _gemm_relu, 2),
     ("conv_relu", _conv_relu, 4), ("conv_s2_g2", _conv_s2_g2, 2), ("elemwise", _elemwise, 2),
     ("maxpool", _maxpool, 1), ("softmax", _softmax, 1), ("layernorm", _layernorm, 1),
-    ("nchwc_chain", _nchwc_chain, 5),
+    ("nchwc_chain", _nchwc_chain, 5), ("winograd", _winograd, 4),
 ]
 
 

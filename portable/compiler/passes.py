@@ -161,7 +161,7 @@ def simplify(graph: Graph, target: Any = None) -> Graph:
     fuse_gelu(graph)
     block = uses_nchwc(target)
     if block:
-        convert_to_nchwc(graph, block)
+        convert_to_nchwc(graph, block, winograd=os.environ.get("PORTABLE_WINOGRAD", "1") != "0")
     graph.prune()
     return graph
 

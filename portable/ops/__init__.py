@@ -10,6 +10,7 @@ from . import (  # noqa: F401
     normalization,
     reduce,
     training,
+    winograd,
 )
 from .registry import REGISTRY, OpDef, Pattern, lookup, register
 
