@@ -140,12 +140,14 @@ class _Rewriter:
         dil = [int(d) for d in node.attrs.get("dilations", [1, 1])]
         strides = [int(s) for s in node.attrs.get("strides", [1, 1])]
         pads = conv_pads(attrs, info.shape[2:], [kh, kw], strides, dil)
-        blocked_in = depthwise or x in self.blocked
-        xin = self.as_blocked(x) if blocked_in else x
         onnx_pads = [pads[0][0], pads[1][0], pads[0][1], pads[1][1]]
         out_hw = [info.shape[2 + i] + sum(pads[i]) - kk + 1 for i, kk in enumerate((kh, kw))]
-        use_winograd = (self.winograd and blocked_in and not depthwise and (kh, kw) == (3, 3)
-                        and strides == [1, 1] and dil == [1, 1] and min(out_hw) >= WINOGRAD_MIN_SIDE)
+        # Winograd needs a blocked input: an NCHW one with at least a block of channels is converted
+        use_winograd = (self.winograd and not depthwise and (x in self.blocked or c >= self.block)
+                        and (kh, kw) == (3, 3) and strides == [1, 1] and dil == [1, 1]
+                        and min(out_hw) >= WINOGRAD_MIN_SIDE)
+        blocked_in = depthwise or x in self.blocked or use_winograd
+        xin = self.as_blocked(x) if blocked_in else x
         if use_winograd:
             tile = winograd_tile(min(out_hw))
             packed = pack_winograd_weight(w, self.block, tile)
