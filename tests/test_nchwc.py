@@ -180,6 +180,23 @@ def test_winograd_takes_the_large_3x3_convolutions(target: str, monkeypatch: pyt
     assert "conv2d_winograd_nchwc" not in families(portable.compile(model, target=target, cache=False))
 
 
+def test_compile_cache_keeps_the_layout_switches_apart(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached Winograd build is not returned once PORTABLE_WINOGRAD=0 is set (nor the reverse)."""
+    monkeypatch.setenv("PORTABLE_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("PORTABLE_NO_CACHE", raising=False)
+    model, _ = _winograd_chain()
+
+    def winograd_kernels() -> int:
+        exe = portable.compile(model, target="host", cache=True)
+        return sum(info["family"] == "conv2d_winograd_nchwc" for info in exe.plan.kernels.values())
+
+    assert winograd_kernels() > 0
+    monkeypatch.setenv("PORTABLE_WINOGRAD", "0")
+    assert winograd_kernels() == 0
+    monkeypatch.delenv("PORTABLE_WINOGRAD")
+    assert winograd_kernels() > 0
+
+
 def test_winograd_weight_transform_gives_direct_convolution() -> None:
     """pack_winograd_weight + the transforms of transform_matrices reproduce a direct 3x3 correlation
     on one tile (numpy, float64), for both tile sizes."""

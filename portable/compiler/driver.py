@@ -64,7 +64,9 @@ def compile_model(model: Any, target: str = "host", use_tuning_logs: bool = True
     if cache and os.environ.get("PORTABLE_NO_CACHE") != "1":
         from .build import cache_key
 
-        key = cache_key([graph_digest(graph), tgt.key.encode(), source_digest(), log_digest])
+        from .passes import rewrite_switches
+
+        key = cache_key([graph_digest(graph), tgt.key.encode(), source_digest(), log_digest, rewrite_switches()])
         path = os.path.join(cache_dir(), f"{key}.ptb")
         if os.path.exists(path) and tgt.host_runnable:
             try:

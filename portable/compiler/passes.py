@@ -141,6 +141,11 @@ def fuse_gelu(graph: Graph) -> int:
     return count
 
 
+def rewrite_switches() -> bytes:
+    """The environment switches that change what ``simplify`` builds (part of the compile-cache key)."""
+    return "|".join(f"{k}={os.environ.get(k, '')}" for k in ("PORTABLE_LAYOUT", "PORTABLE_WINOGRAD")).encode()
+
+
 def uses_nchwc(target: Any) -> int:
     """Channel block for the NCHWc layout pass on ``target`` (0: keep NCHW).
 
