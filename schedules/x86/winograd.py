@@ -41,6 +41,17 @@ def _gemm_tiles(tiles: int, oc_blocks: int, budget: int) -> list[str]:
     return [f"{t}x{k}" for t, k in out[:6]]
 
 
+def _rows_in_registers(sch: Schedule, rows: Any, at: Any) -> None:
+    """Compute a transform's row stage per tile under loop ``at``, as a local buffer: its two
+    small loops unrolled (constant coefficients) and its channel loop one vector."""
+    sch.compute_at(rows, at, preserve_unit_loops=True)
+    sch.set_scope(rows, 0, "local")
+    first, second, lanes = sch.get_loops(rows)[-3:]
+    sch.unroll(first)
+    sch.unroll(second)
+    sch.vectorize(lanes)
+
+
 class WinogradNCHWcX86(Template):
     """Blocked Winograd F(m x m, 3 x 3): transforms in registers, batched products register-tiled."""
 
@@ -71,13 +82,7 @@ class WinogradNCHWcX86(Template):
         e, f, c, t, ci = sch.get_loops(v)
         sch.reorder(c, t, e, f, ci)
         sch.parallel(sch.fuse(c, t))
-        rows = _block(sch, "wino_rows")
-        sch.compute_at(rows, sch.get_loops(v)[0], preserve_unit_loops=True)
-        sch.set_scope(rows, 0, "local")
-        r_e, r_f, r_ci = sch.get_loops(rows)[-3:]
-        sch.unroll(r_e)
-        sch.unroll(r_f)
-        sch.vectorize(r_ci)
+        _rows_in_registers(sch, _block(sch, "wino_rows"), sch.get_loops(v)[0])
         sch.unroll(e)
         sch.unroll(f)
         sch.vectorize(ci)
@@ -112,12 +117,7 @@ class WinogradNCHWcX86(Template):
         w_o, w_i = sch.split(w, [None, m])
         sch.reorder(n, k, h_o, w_o, h_i, w_i, ko)
         sch.parallel(sch.fuse(n, k, h_o))
-        sch.compute_at(rows, w_o, preserve_unit_loops=True)
-        sch.set_scope(rows, 0, "local")
-        r_i, r_f, r_ko = sch.get_loops(rows)[-3:]
-        sch.unroll(r_i)
-        sch.unroll(r_f)
-        sch.vectorize(r_ko)
+        _rows_in_registers(sch, rows, w_o)
         sch.unroll(h_i)
         sch.unroll(w_i)
         sch.vectorize(ko)
