@@ -23,7 +23,7 @@ import numpy as np
 from tvm import te, tirx
 
 from .common import const
-from .nn import count_bounds, pool_geometry, tap_count, uniform_count
+from .nn import pool_geometry, window_average
 from .reduce import is_float
 from .registry import Attrs, Pattern, register, shape_of
 
@@ -216,16 +216,6 @@ def nchwc_average_pool(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor
         return te.sum(xp[b, co, p[0], p[1], ci], axis=win)
 
     total = te.compute(out_shape, window_sum, name="avg_pool_sum", tag="anchor")
-    uniform = uniform_count(geo, include_pad)
-    bounds = count_bounds(geo, include_pad)
-
-    def divide(b, co, i, j, ci):  # type: ignore[no-untyped-def]
-        if uniform is not None:
-            return total[b, co, i, j, ci] * const(1.0 / uniform, x.dtype)
-        count = None
-        for o, (lo, hi), k, s, d, (pb, _) in zip((i, j), bounds, geo.kernel, geo.strides, geo.dilations, geo.pads):
-            term = tap_count(o, k, s, d, pb, lo, hi)
-            count = term if count is None else count * term
-        return total[b, co, i, j, ci] / count.astype(x.dtype)
-
-    return [te.compute(out_shape, divide, name="avg_pool", tag="elemwise")]
+    divide = window_average(geo, include_pad, x.dtype)
+    return [te.compute(out_shape, lambda b, co, i, j, ci: divide(total[b, co, i, j, ci], (i, j)), name="avg_pool",
+                       tag="elemwise")]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import tvm
@@ -144,7 +144,7 @@ def max_pool(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
     return [y, _max_pool_indices(x, xp, y, geo, int(attrs.get("storage_order", 0)))]
 
 
-def tap_count(o: Expr, k: int, s: int, d: int, begin: int, lo: int, hi: int) -> Expr:
+def _tap_count(o: Expr, k: int, s: int, d: int, begin: int, lo: int, hi: int) -> Expr:
     """Number of window taps of output ``o`` on one axis whose input position lies in [lo, hi)."""
     start = o * s - begin
     kmin = tirx.max(tirx.floordiv(lo - start + d - 1, d), 0)
@@ -152,16 +152,16 @@ def tap_count(o: Expr, k: int, s: int, d: int, begin: int, lo: int, hi: int) -> 
     return tirx.max(kmax - kmin + 1, 1)
 
 
-def count_bounds(geo: PoolGeometry, include_pad: bool) -> list[tuple[int, int]]:
+def _count_bounds(geo: PoolGeometry, include_pad: bool) -> list[tuple[int, int]]:
     if include_pad:
         return [(-b, size + e) for size, (b, e) in zip(geo.in_sizes, geo.pads)]
     return [(0, size) for size in geo.in_sizes]
 
 
-def uniform_count(geo: PoolGeometry, include_pad: bool) -> int | None:
+def _uniform_count(geo: PoolGeometry, include_pad: bool) -> int | None:
     """The divisor if every window has the same number of counted taps, else None."""
     total = 1
-    for (lo, hi), k, s, d, (b, _), n_out in zip(count_bounds(geo, include_pad), geo.kernel, geo.strides,
+    for (lo, hi), k, s, d, (b, _), n_out in zip(_count_bounds(geo, include_pad), geo.kernel, geo.strides,
                                                 geo.dilations, geo.pads, geo.out_sizes):
         counts = {sum(1 for t in range(k) if lo <= o * s - b + t * d < hi) for o in range(n_out)}
         if len(counts) != 1:
@@ -186,19 +186,26 @@ def average_pool(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
         return te.sum(xp[(n, c, *_padded_pos(geo, o, win))], axis=win)
 
     total = te.compute(out_shape, window_sum, name="avg_pool_sum", tag="anchor")
-    uniform = uniform_count(geo, include_pad)
-    bounds = count_bounds(geo, include_pad)
+    divide = window_average(geo, include_pad, x.dtype)
+    return [elemwise_stage(out_shape, lambda n, c, *o: divide(total[(n, c, *o)], o), "avg_pool")]
 
-    def divide(n: Expr, c: Expr, *o: Expr) -> Expr:
+
+def window_average(geo: PoolGeometry, include_pad: bool, dtype: str) -> Callable[[Expr, Sequence[Expr]], Expr]:
+    """``divide(window_sum, spatial_position)``: a pooling window's sum over its number of counted
+    taps (a constant when every window has the same count, else per output position)."""
+    uniform = _uniform_count(geo, include_pad)
+    bounds = _count_bounds(geo, include_pad)
+
+    def divide(total: Expr, spatial: Sequence[Expr]) -> Expr:
         if uniform is not None:
-            return total[(n, c, *o)] * const(1.0 / uniform, x.dtype)
+            return total * const(1.0 / uniform, dtype)
         count = None
-        for oi, (lo, hi), k, s, d, (b, _) in zip(o, bounds, geo.kernel, geo.strides, geo.dilations, geo.pads):
-            term = tap_count(oi, k, s, d, b, lo, hi)
+        for oi, (lo, hi), k, s, d, (b, _) in zip(spatial, bounds, geo.kernel, geo.strides, geo.dilations, geo.pads):
+            term = _tap_count(oi, k, s, d, b, lo, hi)
             count = term if count is None else count * term
-        return total[(n, c, *o)] / count.astype(x.dtype)
+        return total / count.astype(dtype)
 
-    return [elemwise_stage(out_shape, divide, "avg_pool")]
+    return divide
 
 
 def _global(x: te.Tensor, attrs: Attrs, kind: str) -> te.Tensor:
