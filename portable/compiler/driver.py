@@ -66,7 +66,7 @@ def compile_model(model: Any, target: str = "host", use_tuning_logs: bool = True
 
         from .passes import rewrite_switches
 
-        key = cache_key([graph_digest(graph), tgt.key.encode(), source_digest(), log_digest, rewrite_switches()])
+        key = cache_key([graph_digest(graph), tgt.key.encode(), source_digest(), log_digest, rewrite_switches(tgt)])
         path = os.path.join(cache_dir(), f"{key}.ptb")
         if os.path.exists(path) and tgt.host_runnable:
             try:

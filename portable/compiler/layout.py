@@ -151,19 +151,16 @@ class _Rewriter:
         if use_winograd:
             tile = winograd_tile(min(out_hw))
             packed = pack_winograd_weight(w, self.block, tile)
+            op, op_attrs = "NCHWcWinogradConv", {"tile": tile, "pads": onnx_pads}
         else:
             packed = pack_conv_weight(w, self.block, blocked_in and not depthwise, depthwise)
+            op, op_attrs = "NCHWcConv", {"strides": strides, "dilations": dil, "depthwise": int(depthwise),
+                                         "pads": onnx_pads}
         ins = [xin, self.const(w_name, packed)]
         if b_name:
             ins.append(self.const(b_name, pack_channel_vector(g.constants[b_name], self.block)))
         out = self.fresh(node.outputs[0])
-        if use_winograd:
-            self.emit(Node("NCHWcWinogradConv", node.name, ins, [out], {"tile": tile, "pads": onnx_pads},
-                           node.opset))
-        else:
-            self.emit(Node("NCHWcConv", node.name, ins, [out],
-                           {"strides": strides, "dilations": dil, "depthwise": int(depthwise), "pads": onnx_pads},
-                           node.opset))
+        self.emit(Node(op, node.name, ins, [out], op_attrs, node.opset))
         self.produce(node, out, oc)
         return True
 

@@ -141,9 +141,14 @@ def fuse_gelu(graph: Graph) -> int:
     return count
 
 
-def rewrite_switches() -> bytes:
-    """The environment switches that change what ``simplify`` builds (part of the compile-cache key)."""
-    return "|".join(f"{k}={os.environ.get(k, '')}" for k in ("PORTABLE_LAYOUT", "PORTABLE_WINOGRAD")).encode()
+def rewrite_switches(target: Any) -> bytes:
+    """What the environment switches make ``simplify`` do for ``target`` (part of the compile-cache key)."""
+    return f"nchwc={uses_nchwc(target)};winograd={uses_winograd()}".encode()
+
+
+def uses_winograd() -> bool:
+    """Whether the layout pass may pick Winograd convolutions (PORTABLE_WINOGRAD=0 turns it off)."""
+    return os.environ.get("PORTABLE_WINOGRAD", "1") != "0"
 
 
 def uses_nchwc(target: Any) -> int:
@@ -166,7 +171,7 @@ def simplify(graph: Graph, target: Any = None) -> Graph:
     fuse_gelu(graph)
     block = uses_nchwc(target)
     if block:
-        convert_to_nchwc(graph, block, winograd=os.environ.get("PORTABLE_WINOGRAD", "1") != "0")
+        convert_to_nchwc(graph, block, winograd=uses_winograd())
     graph.prune()
     return graph
 

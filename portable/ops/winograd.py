@@ -51,7 +51,7 @@ def pack_winograd_weight(w: np.ndarray, block: int, m: int) -> np.ndarray:
     ob, ib = blocked_channels(o, block), blocked_channels(i, block)
     wp = np.zeros((ob * block, ib * block, kh, kw), np.float64)
     wp[:o, :i] = w
-    u = np.einsum("ar,kcrs,bs->abkc", g_mat, wp, g_mat)  # [a, a, O, I]
+    u = np.einsum("ar,kcrs,bs->abkc", g_mat, wp, g_mat, optimize=True)  # [a, a, O, I]
     u = u.reshape(a, a, ob, block, ib, block).transpose(0, 1, 2, 4, 5, 3)
     return np.ascontiguousarray(u.astype(w.dtype))
 
