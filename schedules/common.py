@@ -18,6 +18,12 @@ def block_name(sch: Schedule, blk) -> str:  # type: ignore[no-untyped-def]
     return sch.get(blk).name_hint
 
 
+def blocks_named(sch: Schedule, *prefixes: str) -> list:
+    """Top-level blocks whose name starts with one of ``prefixes`` (create_prim_func may append a
+    suffix to a stage's name)."""
+    return [b for b in blocks(sch) if block_name(sch, b).startswith(prefixes)]
+
+
 def is_reduction(sch: Schedule, blk) -> bool:  # type: ignore[no-untyped-def]
     """True if the block has a reduction iterator."""
     return any(int(iv.iter_type) != 0 for iv in sch.get(blk).iter_vars)
@@ -51,7 +57,7 @@ def inline_except_anchor(sch: Schedule, anchor: str, keep_pad: bool) -> None:
     """Inline every stage but the anchor (and, with ``keep_pad``, the materialised ``pad*`` stages)."""
     keep = {anchor}
     if keep_pad:
-        keep |= {block_name(sch, b) for b in blocks(sch) if block_name(sch, b).startswith("pad")}
+        keep |= {block_name(sch, b) for b in blocks_named(sch, "pad")}
     inline_all(sch, keep=keep)
 
 

@@ -23,7 +23,7 @@ from tvm.s_tir import Schedule
 from tvm.s_tir.schedule import ScheduleError
 
 from ..layout import SplitAxisRewrite
-from ..common import block_name, blocks, divisors, inline_except_anchor, loop_extent, output_blocks, vectorize_inner
+from ..common import block_name, blocks_named, divisors, inline_except_anchor, loop_extent, output_blocks, vectorize_inner
 from ..registry import ScheduleContext, Template, register_template
 from .generic import GenericX86
 
@@ -78,9 +78,7 @@ def _schedule_pad(sch: Schedule, ctx: ScheduleContext) -> None:
     ``decompose_padding`` splits the stage into a constant fill and an interior copy; both are then
     plain streams (memset / memcpy-like) vectorised over the fused rows, parallel over (n, c).
     """
-    for blk in blocks(sch):
-        if not block_name(sch, blk).startswith("pad"):
-            continue
+    for blk in blocks_named(sch, "pad"):
         loops = sch.get_loops(blk)
         outer = sch.fuse(*loops[:2])
         sch.parallel(outer)

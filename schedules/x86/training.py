@@ -23,7 +23,7 @@ from typing import Any
 
 from tvm.s_tir import Schedule
 
-from ..common import block_name, blocks, divisors, inline_all, loop_extent, output_blocks, parallel_outer
+from ..common import block_name, blocks, blocks_named, divisors, inline_all, loop_extent, output_blocks, parallel_outer
 from ..layout import SplitAxisRewrite
 from ..registry import ScheduleContext, Template, register_template
 from .conv import Conv2dX86, _output_block, _schedule_pad
@@ -62,7 +62,7 @@ class ConvDgradX86(Conv2dX86):
             return GenericX86().apply(sch, ctx, knobs)
         keep = {ctx.anchor_block, "dgrad_w"}
         if not knobs["inline_pad"]:
-            keep |= {block_name(sch, b) for b in blocks(sch) if block_name(sch, b).startswith("pad")}
+            keep |= {block_name(sch, b) for b in blocks_named(sch, "pad")}
         inline_all(sch, keep=keep)
         conv = sch.get_sblock(ctx.anchor_block)
         out = _output_block(sch, ctx, conv)

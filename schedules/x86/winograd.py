@@ -23,15 +23,10 @@ from typing import Any
 
 from tvm.s_tir import Schedule
 
-from ..common import block_name, blocks, divisors, inline_all, loop_extent, output_blocks
+from ..common import block_name, blocks_named, divisors, inline_all, loop_extent, output_blocks
 from ..registry import ScheduleContext, Template, register_template
 
 _STAGES = ("wino_rows", "wino_in", "wino_out_rows")
-
-
-def _block(sch: Schedule, prefix: str) -> Any:
-    """The block whose name is ``prefix`` (create_prim_func may append a suffix)."""
-    return next(b for b in blocks(sch) if block_name(sch, b).startswith(prefix))
 
 
 def _gemm_tiles(tiles: int, oc_blocks: int, budget: int) -> list[str]:
@@ -67,8 +62,7 @@ class WinogradNCHWcX86(Template):
 
     def apply(self, sch: Schedule, ctx: ScheduleContext, knobs: dict[str, Any]) -> None:
         """See module docstring."""
-        inline_all(sch, keep={ctx.anchor_block} | {block_name(sch, b) for b in blocks(sch)
-                                                    if block_name(sch, b).startswith(_STAGES)})
+        inline_all(sch, keep={ctx.anchor_block} | {block_name(sch, b) for b in blocks_named(sch, *_STAGES)})
         outs = output_blocks(sch)
         if len(outs) != 1 or len(sch.get_loops(outs[0])) != 5:
             raise ValueError("Winograd convolution epilogue does not keep the output shape")
@@ -78,11 +72,11 @@ class WinogradNCHWcX86(Template):
 
     @staticmethod
     def _input_transform(sch: Schedule) -> None:
-        v = _block(sch, "wino_in")
+        v = blocks_named(sch, "wino_in")[0]
         e, f, c, t, ci = sch.get_loops(v)
         sch.reorder(c, t, e, f, ci)
         sch.parallel(sch.fuse(c, t))
-        _rows_in_registers(sch, _block(sch, "wino_rows"), sch.get_loops(v)[0])
+        _rows_in_registers(sch, blocks_named(sch, "wino_rows")[0], sch.get_loops(v)[0])
         sch.unroll(e)
         sch.unroll(f)
         sch.vectorize(ci)
@@ -110,7 +104,7 @@ class WinogradNCHWcX86(Template):
 
     @staticmethod
     def _output_transform(sch: Schedule, out: Any) -> None:
-        rows = _block(sch, "wino_out_rows")
+        rows = blocks_named(sch, "wino_out_rows")[0]
         m = loop_extent(sch, sch.get_loops(rows)[2])
         n, k, h, w, ko = sch.get_loops(out)
         h_o, h_i = sch.split(h, [None, m])
