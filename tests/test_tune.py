@@ -414,6 +414,18 @@ def test_best_ranks_a_repeatedly_measured_point_by_its_median(tmp_path: Any) -> 
     assert {r.median_s for r in load_records(path)} == {2.0, 2.2}
 
 
+def test_prune_keeps_the_point_best_picks(tmp_path: Any) -> None:
+    """A re-measured point beats a single lucky sample in best, and prune keeps that same point."""
+    from portable.tune.records import best, load_records, prune, write_records
+
+    recs = [_rec("w", 1.0, {"mr": 4}), _rec("w", 2.0, {"mr": 8}), _rec("w", 2.2, {"mr": 8})]
+    (winner,) = best(recs).values()
+    path = str(tmp_path / "l.jsonl")
+    write_records(path, recs)
+    assert prune(path, keep=1) == 2
+    assert {r.knobs["mr"] for r in load_records(path)} == {winner.knobs["mr"]} == {8}
+
+
 def test_log_append_truncated_line_merge_prune_best(tmp_path: Any) -> None:
     """Appends survive a torn last line; merge dedupes; prune and best keep the fastest verified."""
     from portable.tune.records import (append_record, best, load_records, logs_digest, merge, prune,

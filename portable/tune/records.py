@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import statistics
 import tempfile
 import threading
 import time
@@ -236,30 +237,37 @@ def logs_digest(paths: Iterable[str] | None = None) -> bytes:
 # --------------------------------------------------------------------------------------- operations
 
 
-def best(records: Iterable[Record]) -> dict[tuple[str, str], Record]:
-    """Fastest verified knob point per (workload, target), as one record.
+def _ranked_points(records: Iterable[Record]) -> list[tuple[float, list[Record]]]:
+    """One group's knob points, best first, as (median time, the point's records).
 
-    A point measured several times (the tuner re-measures its leaders) counts with the median of
-    its measurements, so one lucky sample on a noisy machine cannot make a slow point the winner;
-    when some points were re-measured, only they compete. The returned record carries the median.
+    A point measured several times (the tuner re-measures its leaders) counts with the median of its
+    measurements, so one lucky sample on a noisy machine cannot make a slow point the winner; points
+    measured more than once rank before every single-sample one, which is exactly the kind of
+    measurement the re-measuring guards against. Ties go to the point with more measurements.
     """
-    groups: dict[tuple[str, str], dict[str, list[Record]]] = {}
+    points: dict[str, list[Record]] = {}
+    for r in records:
+        points.setdefault(knob_id(r.knobs), []).append(r)
+    scored = [(len(recs) == 1, statistics.median(r.median_s for r in recs), -len(recs), i, recs)  # type: ignore[misc]
+              for i, recs in enumerate(points.values())]
+    return [(mid, recs) for _, mid, _, _, recs in sorted(scored)]
+
+
+def _verified_groups(records: Iterable[Record]) -> dict[tuple[str, str], list[Record]]:
+    groups: dict[tuple[str, str], list[Record]] = {}
     for r in records:
         if r.ok:
-            groups.setdefault(r.key, {}).setdefault(knob_id(r.knobs), []).append(r)
+            groups.setdefault(r.key, []).append(r)
+    return groups
+
+
+def best(records: Iterable[Record]) -> dict[tuple[str, str], Record]:
+    """Fastest verified knob point per (workload, target), as one record carrying the point's
+    median time (ranking: ``_ranked_points``)."""
     out: dict[tuple[str, str], Record] = {}
-    for key, points in groups.items():
-        confirmed = {k: v for k, v in points.items() if len(v) > 1}
-        scored = []
-        # once the tuner has re-measured its leaders, only those compete: an unconfirmed single
-        # sample is exactly the kind of lucky measurement the re-measuring guards against
-        for recs in (confirmed or points).values():
-            times = sorted(r.median_s for r in recs)  # type: ignore[type-var]
-            mid = times[(len(times) - 1) // 2] if len(times) % 2 else 0.5 * (times[len(times) // 2 - 1]
-                                                                             + times[len(times) // 2])
-            scored.append((mid, -len(recs), recs[-1]))
-        mid, _, rec = min(scored, key=lambda t: (t[0], t[1]))
-        out[key] = dataclasses.replace(rec, median_s=mid)
+    for key, recs in _verified_groups(records).items():
+        mid, point = _ranked_points(recs)[0]
+        out[key] = dataclasses.replace(point[-1], median_s=mid)
     return out
 
 
@@ -280,18 +288,10 @@ def merge(paths: Iterable[str], out: str) -> int:
 
 def prune(path: str, keep: int = 1, out: str | None = None) -> int:
     """Keep the verified records of the best ``keep`` knob points per (workload, target); returns the count."""
-    groups: dict[tuple[str, str], list[Record]] = {}
-    for r in load_records(path):
-        if r.ok:
-            groups.setdefault(r.key, []).append(r)
     kept: list[Record] = []
-    for recs in groups.values():
-        points: dict[str, list[Record]] = {}
-        for r in recs:
-            points.setdefault(knob_id(r.knobs), []).append(r)
-        ranked = sorted(points.values(), key=lambda rs: sorted(r.median_s for r in rs)[(len(rs) - 1) // 2])
-        for rs in ranked[:keep]:  # every measurement of the best points, so their medians survive
-            kept += rs
+    for recs in _verified_groups(load_records(path)).values():
+        for _, point in _ranked_points(recs)[:keep]:  # every measurement of the best points, so their medians survive
+            kept += point
     kept.sort(key=lambda r: (r.family, r.workload, r.target, r.median_s))
     write_records(out or path, kept)
     return len(kept)

@@ -13,6 +13,7 @@ compiler ranks points by the median of their measurements, so a lucky sample doe
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -175,7 +176,7 @@ class TaskScheduler:
             append_record(self.log_path, res.to_record(st.task))
             if res.ok:
                 st.samples[_kid(res.knobs)].append(res.median_s)  # type: ignore[arg-type]
-        med = {k: sorted(v)[(len(v) - 1) // 2] for k, v in st.samples.items() if k in ranked}
+        med = {k: statistics.median(v) for k, v in st.samples.items() if k in ranked}
         winner = min(med, key=med.get)  # type: ignore[arg-type]
         st.best_s, st.best_knobs = med[winner], dict(st.knobs_of[winner])
         if default_id in med:
