@@ -53,11 +53,11 @@ def inline_all(sch: Schedule, keep: Iterable[str] = ()) -> None:
                 continue
 
 
-def inline_except_anchor(sch: Schedule, anchor: str, keep_pad: bool) -> None:
-    """Inline every stage but the anchor (and, with ``keep_pad``, the materialised ``pad*`` stages)."""
-    keep = {anchor}
-    if keep_pad:
-        keep |= {block_name(sch, b) for b in blocks_named(sch, "pad")}
+def inline_except_anchor(sch: Schedule, anchor: str, keep_pad: bool, also: Iterable[str] = ()) -> None:
+    """Inline every stage but the anchor, the stages named with a prefix in ``also`` and, with
+    ``keep_pad``, the materialised ``pad*`` stages."""
+    prefixes = (*also, "pad") if keep_pad else tuple(also)
+    keep = {anchor} | {block_name(sch, b) for b in blocks_named(sch, *prefixes)}
     inline_all(sch, keep=keep)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from tvm.s_tir import Schedule
 
-from ..common import block_name, blocks, blocks_named, divisors, inline_all, loop_extent, output_blocks, parallel_outer
+from ..common import block_name, blocks, divisors, inline_all, inline_except_anchor, loop_extent, output_blocks, parallel_outer
 from ..layout import SplitAxisRewrite
 from ..registry import ScheduleContext, Template, register_template
 from .conv import Conv2dX86, _output_block, _schedule_pad
@@ -60,10 +60,7 @@ class ConvDgradX86(Conv2dX86):
         """See module docstring."""
         if not _has_block(sch, "dgrad_w"):
             return GenericX86().apply(sch, ctx, knobs)
-        keep = {ctx.anchor_block, "dgrad_w"}
-        if not knobs["inline_pad"]:
-            keep |= {block_name(sch, b) for b in blocks_named(sch, "pad")}
-        inline_all(sch, keep=keep)
+        inline_except_anchor(sch, ctx.anchor_block, keep_pad=not knobs["inline_pad"], also=("dgrad_w",))
         conv = sch.get_sblock(ctx.anchor_block)
         out = _output_block(sch, ctx, conv)
         w_read = _read_index(sch, conv, "dgrad_w")

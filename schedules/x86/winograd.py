@@ -23,7 +23,7 @@ from typing import Any
 
 from tvm.s_tir import Schedule
 
-from ..common import block_name, blocks_named, divisors, inline_all, loop_extent, output_blocks
+from ..common import blocks_named, divisors, inline_except_anchor, loop_extent, output_blocks
 from ..registry import ScheduleContext, Template, register_template
 
 _STAGES = ("wino_rows", "wino_in", "wino_out_rows")
@@ -62,7 +62,7 @@ class WinogradNCHWcX86(Template):
 
     def apply(self, sch: Schedule, ctx: ScheduleContext, knobs: dict[str, Any]) -> None:
         """See module docstring."""
-        inline_all(sch, keep={ctx.anchor_block} | {block_name(sch, b) for b in blocks_named(sch, *_STAGES)})
+        inline_except_anchor(sch, ctx.anchor_block, keep_pad=False, also=_STAGES)
         outs = output_blocks(sch)
         if len(outs) != 1 or len(sch.get_loops(outs[0])) != 5:
             raise ValueError("Winograd convolution epilogue does not keep the output shape")
