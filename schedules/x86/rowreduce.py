@@ -116,10 +116,8 @@ class RowReduceX86(Template):
                     sch.compute_at(blk, outer, preserve_unit_loops=True)
             except ScheduleError:
                 nested = False
-        for blk in blocks(sch):
+        for blk in blocks(sch) if knobs["vectorize"] else []:
             name = block_name(sch, blk)
-            if not knobs["vectorize"]:
-                break
             if name in rf_names:
                 _vectorize_lanes(sch, name, ctx.lanes)
             elif not is_reduction(sch, blk):
