@@ -62,11 +62,16 @@ class _Net:
         return onnx.shape_inference.infer_shapes(m)
 
 
+def _step_families(exe: portable.Executable) -> list[str]:
+    """Template family of every kernel call of the plan, in order."""
+    return [exe.plan.kernels[s["kernel"]]["family"] for s in exe.plan.steps]
+
+
 def _check(model: onnx.ModelProto, x_shape: tuple[int, ...], target: str, min_nchwc: int = 1) -> None:
     x = np.random.default_rng(1).standard_normal(x_shape).astype(np.float32)
     exe = portable.compile(model, target=target, cache=False)
-    nchwc = [s for s in exe.plan.steps if exe.plan.kernels[s["kernel"]]["family"] in ("conv2d_nchwc", "pool_nchwc")]
-    assert len(nchwc) >= min_nchwc, [exe.plan.kernels[s["kernel"]]["family"] for s in exe.plan.steps]
+    families = _step_families(exe)
+    assert sum(f in ("conv2d_nchwc", "pool_nchwc") for f in families) >= min_nchwc, families
     fallbacks = [k for k, info in exe.plan.kernels.items() if "fallback" in info["knobs"]]
     assert not fallbacks, f"templates fell back to the generic schedule for {fallbacks}"
     ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
@@ -171,13 +176,9 @@ def test_pass_keeps_whole_block_values_blocked_and_converts_once() -> None:
 def test_winograd_takes_the_large_3x3_convolutions(target: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """winograd_chain's four 3x3 convolutions run as Winograd kernels; PORTABLE_WINOGRAD=0 keeps them direct."""
     model, _ = _winograd_chain()
-
-    def families(exe: portable.Executable) -> list[str]:
-        return [exe.plan.kernels[s["kernel"]]["family"] for s in exe.plan.steps]
-
-    assert families(portable.compile(model, target=target, cache=False)).count("conv2d_winograd_nchwc") == 4
+    assert _step_families(portable.compile(model, target=target, cache=False)).count("conv2d_winograd_nchwc") == 4
     monkeypatch.setenv("PORTABLE_WINOGRAD", "0")
-    assert "conv2d_winograd_nchwc" not in families(portable.compile(model, target=target, cache=False))
+    assert "conv2d_winograd_nchwc" not in _step_families(portable.compile(model, target=target, cache=False))
 
 
 def test_compile_cache_keeps_the_layout_switches_apart(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -188,7 +189,7 @@ def test_compile_cache_keeps_the_layout_switches_apart(tmp_path, monkeypatch: py
 
     def winograd_kernels() -> int:
         exe = portable.compile(model, target="host", cache=True)
-        return sum(info["family"] == "conv2d_winograd_nchwc" for info in exe.plan.kernels.values())
+        return _step_families(exe).count("conv2d_winograd_nchwc")
 
     assert winograd_kernels() > 0
     monkeypatch.setenv("PORTABLE_WINOGRAD", "0")
