@@ -1,7 +1,11 @@
 """After tuning: kernels and models against their competitors, in the same run.
 
 * Kernels: MatMul 1024^3 (both operands at run time) against numpy/OpenBLAS; the ResNet-18 conv
-  layers (batch 1, bias + ReLU) against onnxruntime. GFLOPS and % of the FMA peak are reported.
+  layers (batch 1, bias + ReLU) against onnxruntime, two ways: the layer as a whole ONNX model
+  (NCHW in and out, so each engine's conversions to and from its blocked layout are included), and
+  the operator alone (portable's compute kernels against onnxruntime's compute nodes, each timed
+  inside whole runs by its own profiler, layout conversions excluded and reported apart), which is
+  what the layer costs inside a network. GFLOPS and % of the FMA peak are reported.
 * Models: ResNet-18, MobileNetV2 and the BERT-style encoder from ``models.py`` against
   onnxruntime, untuned (template defaults) and tuned, with the tuning wall time.
 
@@ -101,11 +105,69 @@ def ort_run(model: Any, threads: int) -> Any:
     return lambda feeds: sess.run(None, feeds)
 
 
+#: kernels and onnxruntime nodes that only convert between NCHW and the blocked layout
+LAYOUT_KERNELS = ("tonchwc", "fromnchwc")
+LAYOUT_NODES = ("ReorderInput", "ReorderOutput")
+
+
+def ort_node_ms(model: Any, feeds: dict[str, np.ndarray], threads: int, repeat: int) -> dict[str, float]:
+    """onnxruntime's own per-node times (its profiler, median over ``repeat`` runs after 10 warm-up
+    runs), keyed ``"<node>:<op type>"``: the time each operator takes inside a run."""
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        so.profile_file_prefix = os.path.join(tmp, "ort")
+        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        for _ in range(10 + repeat):
+            sess.run(None, feeds)
+        with open(sess.end_profiling()) as f:
+            events = json.load(f)
+    per_node: dict[str, list[float]] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            key = f"{e['name'][:-len('_kernel_time')]}:{e['args'].get('op_name')}"
+            per_node.setdefault(key, []).append(e["dur"] / 1e3)
+    return {k: float(np.median(v[10:] or v)) for k, v in per_node.items()}
+
+
+def operator_times(exe: Any, model: Any, feeds: dict[str, np.ndarray], threads: int, repeat: int,
+                   rounds: int = 3) -> dict[str, Any]:
+    """The layer's operator alone, both engines in their own layouts: portable's compute kernels
+    (each kernel timed inside a sequence of whole runs, ``Executable.profile``) against
+    onnxruntime's compute nodes (its profiler), layout conversions excluded on both sides and
+    reported apart. Alternates the engines over ``rounds`` and keeps the median round."""
+    import time as _time
+
+    ours, theirs, ours_layout, theirs_layout = [], [], [], []
+    args = [feeds[n] for n in exe.input_names]
+    for _ in range(rounds):
+        _time.sleep(0.2)
+        prof = exe.profile(*args, repeat=repeat)
+        ours.append(sum(t for k, t in prof if not k.endswith(LAYOUT_KERNELS)) * 1e3)
+        ours_layout.append(sum(t for k, t in prof if k.endswith(LAYOUT_KERNELS)) * 1e3)
+        _time.sleep(0.2)
+        nodes = ort_node_ms(model, feeds, threads, repeat)
+        theirs.append(sum(t for k, t in nodes.items() if not k.endswith(LAYOUT_NODES)))
+        theirs_layout.append(sum(t for k, t in nodes.items() if k.endswith(LAYOUT_NODES)))
+    med = lambda v: float(np.median(v))  # noqa: E731
+    return {"operator_ms": med(ours), "onnxruntime_operator_ms": med(theirs),
+            "operator_vs_onnxruntime": med(ours) / med(theirs),
+            "layout_ms": med(ours_layout), "onnxruntime_layout_ms": med(theirs_layout)}
+
+
 def bench_one(name: str, model: Any, budget: str, log: str, threads: int, repeat: int,
               competitor: str = "onnxruntime", flops: float | None = None,
-              previous: dict[str, Any] | None = None) -> dict[str, Any]:
+              previous: dict[str, Any] | None = None, per_operator: bool = False) -> dict[str, Any]:
     """Tune ``model`` (unless ``previous`` holds an earlier run's tuning figures, which are kept),
-    then time untuned, tuned and the competitor in alternating blocks."""
+    then time untuned, tuned and the competitor in alternating blocks (``per_operator``: also the
+    operator alone against onnxruntime's node, see ``operator_times``)."""
     import portable
 
     feeds = feeds_for(model)
@@ -136,10 +198,15 @@ def bench_one(name: str, model: Any, budget: str, log: str, threads: int, repeat
            **{f"{k}_ms": v.median_ms for k, v in t.items()},
            "tuned_vs_" + competitor: t["tuned"].median_ms / t[competitor].median_ms,
            "untuned_vs_" + competitor: t["untuned"].median_ms / t[competitor].median_ms}
+    if per_operator:
+        out.update(operator_times(tuned, model, feeds, threads, repeat))
     if "tuned_kernel" in t:
         out["tuned_kernel_vs_" + competitor] = t["tuned_kernel"].median_ms / t[competitor].median_ms
     if flops:
         out["gflops"] = {k: flops / (v.median_ms * 1e-3) / 1e9 for k, v in t.items()}
+        if per_operator:
+            out["gflops"]["operator"] = flops / (out["operator_ms"] * 1e-3) / 1e9
+            out["gflops"]["onnxruntime_operator"] = flops / (out["onnxruntime_operator_ms"] * 1e-3) / 1e9
     print(f"{name}: {out}", flush=True)
     return out
 
@@ -189,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             flops = 2.0 * cout * oh * oh * cin * k * k
             result["kernels"][name] = bench_one(name, conv_model(cin, cout, hw, k, s), args.budget_kernel, log,
                                                 args.threads, args.repeat, flops=flops,
-                                                previous=prev("kernels", name))
+                                                previous=prev("kernels", name), per_operator=True)
         write_json(args.out, result)
     for name in [m for m in args.models.split(",") if m]:
         result["models"][name] = bench_one(name, get_model(name), args.budget_model, log, args.threads, args.repeat,
@@ -198,19 +265,28 @@ def main(argv: list[str] | None = None) -> int:
     for k in result["kernels"].values():
         if "gflops" in k:
             k["tuned_pct_of_peak"] = 100 * k["gflops"]["tuned"] / peak
+            if "operator" in k["gflops"]:
+                k["operator_pct_of_peak"] = 100 * k["gflops"]["operator"] / peak
+                k["onnxruntime_operator_pct_of_peak"] = 100 * k["gflops"]["onnxruntime_operator"] / peak
     write_json(args.out, result)
     rows = [[n, f"{r.get('untuned_ms', 0):.3f}", f"{r.get('tuned_ms', 0):.3f}",
              f"{r.get('onnxruntime_ms', r.get('numpy_ms', 0)):.3f}",
              f"{r.get('tuned_vs_onnxruntime', r.get('tuned_vs_numpy', 0)):.2f}",
+             f"{r['operator_ms']:.3f} / {r['onnxruntime_operator_ms']:.3f} = {r['operator_vs_onnxruntime']:.2f}"
+             if "operator_ms" in r else "-",
              f"{r['gflops']['tuned']:.1f}" if "gflops" in r else "-",
              f"{r.get('tuned_pct_of_peak', 0):.0f}%" if "gflops" in r else "-",
+             f"{r['operator_pct_of_peak']:.0f}% / {r['onnxruntime_operator_pct_of_peak']:.0f}%"
+             if "operator_pct_of_peak" in r else "-",
              f"{r['tune_s']:.0f}" if r.get("tune_s") else "-"]
             for n, r in {**result["kernels"], **result["models"]}.items()]
-    print(format_table(["workload", "untuned ms", "tuned ms", "competitor ms", "tuned/competitor", "GFLOPS",
-                        "% peak", "tune s"], rows))
+    print(format_table(["workload", "untuned ms", "tuned ms", "competitor ms", "tuned/competitor",
+                        "operator ms (portable / ORT = ratio)", "GFLOPS", "% peak", "operator % peak (portable / ORT)",
+                        "tune s"], rows))
     plot_ratios(os.path.splitext(args.out)[0] + ".png",
                 {n: {"untuned": r.get("untuned_vs_onnxruntime", r.get("untuned_vs_numpy")),
-                     "tuned": r.get("tuned_vs_onnxruntime", r.get("tuned_vs_numpy"))}
+                     "tuned": r.get("tuned_vs_onnxruntime", r.get("tuned_vs_numpy")),
+                     "operator alone": r.get("operator_vs_onnxruntime", r.get("tuned_kernel_vs_numpy"))}
                  for n, r in {**result["kernels"], **result["models"]}.items()},
                 "portable / competitor (onnxruntime; numpy for matmul), same run", "time ratio (lower is better)")
     return 0

@@ -145,10 +145,19 @@ class Executable:
         #: value -> every (call, argument) position reading or writing it, for zero-copy binding in run()
         self._uses: dict[str, list[tuple[int, int]]] = {}
         self._written: set[str] = set()  # values some kernel writes (not constants or inputs)
+        #: inputs every kernel reading them accepts at any element-aligned address (see
+        #: ``build.relax_input_alignment``): run() hands those kernels the caller's array as it is
+        self._unaligned_ok: set[str] = set()
+        relaxed: set[tuple[int, int]] = set()
         for ci, st in enumerate(self.plan.steps):
             for ai, a in enumerate(st["args"]):
                 self._uses.setdefault(a, []).append((ci, ai))
             self._written.update(st["args"][st["num_inputs"]:])
+            info = self.plan.kernels.get(st["kernel"], {}) if self.plan.kernels else {}
+            relaxed.update((ci, ai) for ai in info.get("unaligned_params", ()))
+        for name in self.plan.inputs:
+            if self._uses.get(name) and all(use in relaxed for use in self._uses[name]):
+                self._unaligned_ok.add(name)
         self._ready = True
 
     def _bind_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any], zero_copy: bool = False) -> dict[str, Any]:
@@ -182,9 +191,11 @@ class Executable:
                 raise InputError(f"input {name!r}: expected dtype {want_dtype}, got {arr.dtype}")
             if tuple(arr.shape) != want_shape:
                 raise InputError(f"input {name!r}: expected shape {want_shape}, got {tuple(arr.shape)}")
-            if (zero_copy and arr.ndim and arr.size and arr.flags.c_contiguous and arr.flags.writeable
-                    and arr.ctypes.data % 64 == 0):
+            in_place = zero_copy and arr.ndim and arr.size and arr.flags.c_contiguous and arr.flags.writeable
+            if in_place and arr.ctypes.data % 64 == 0:
                 views[name] = tvm.runtime.from_dlpack(arr)
+            elif in_place and arr.flags.aligned and name in self._unaligned_ok:
+                views[name] = arr  # passed to the kernels as is (TVM wraps it without a copy)
             else:
                 self._tensors[name].copyfrom(_dense(arr))
         return views
@@ -193,8 +204,9 @@ class Executable:
         """Run the model. Inputs positionally (graph order), as a dict, or by name; returns numpy outputs.
 
         Zero-copy where possible: kernels write each output straight into a fresh (64-byte aligned)
-        numpy array that is returned, and read an input in place when it is C-contiguous and aligned;
-        other inputs are copied into the executable's own aligned buffers.
+        numpy array that is returned, and read a C-contiguous input in place (wherever it starts, when
+        the kernels reading it were built for that; else only when it is 64-byte aligned); other
+        inputs are copied into the executable's own aligned buffers.
         """
         self._prepare()
         feeds = self._bind_inputs(args, kwargs, zero_copy=True)
@@ -220,7 +232,7 @@ class Executable:
             if o in results:
                 out.append(results[o])
             elif o in feeds:
-                out.append(np.array(feeds[o].numpy()))
+                out.append(np.array(feeds[o].numpy() if hasattr(feeds[o], "numpy") else feeds[o]))
             else:
                 out.append(self._tensors[o].numpy())
         return out
