@@ -150,7 +150,14 @@ def _winograd_chain() -> tuple[onnx.ModelProto, tuple[int, ...]]:
     return b.model((2, 8, 30, 30), b.conv(y, 32, 20)), (2, 8, 30, 30)
 
 
-MODELS = {"prime_width": _prime_width, "winograd_chain": _winograd_chain, "residual_cnn": _residual_cnn, "mobile_block": _mobile_block, "concat_block": _concat_block,
+def _global_pools() -> tuple[onnx.ModelProto, tuple[int, ...]]:
+    """GlobalMaxPool and GlobalAveragePool run blocked, on 40 channels (a padded tail), batch 2."""
+    b = _Net(13)
+    y = b.op("Relu", [b.conv("x", 8, 40, k=3, s=2)])
+    return b.model((2, 8, 15, 17), b.op("Add", [b.op("GlobalMaxPool", [y]), b.op("GlobalAveragePool", [y])])), (2, 8, 15, 17)
+
+
+MODELS = {"global_pools": _global_pools, "prime_width": _prime_width, "winograd_chain": _winograd_chain, "residual_cnn": _residual_cnn, "mobile_block": _mobile_block, "concat_block": _concat_block,
           "dilated_same_pad": _dilated_same_pad}
 
 
@@ -162,14 +169,16 @@ def test_nchwc_models_match_onnxruntime(name: str, target: str) -> None:
 
 
 def test_pass_keeps_whole_block_values_blocked_and_converts_once() -> None:
-    """residual_cnn: no conversion between its convolutions, one FromNCHWc before GlobalAveragePool."""
+    """residual_cnn: no conversion between its convolutions; the global pool runs blocked too, and
+    the one FromNCHWc converts its pooled output for Flatten."""
     model, _ = _residual_cnn()
     graph = copy_graph(portable.load_onnx(model))
     assert convert_to_nchwc(graph, 16) == 4
     ops = [n.op for n in graph.nodes]
     assert ops.count("FromNCHWc") == 1 and ops.count("ToNCHWc") == 0
-    assert ops.index("FromNCHWc") == ops.index("GlobalAveragePool") - 1
-    assert "NCHWcMaxPool" in ops and "NCHWcAveragePool" in ops
+    assert "GlobalAveragePool" not in ops and ops.count("NCHWcAveragePool") == 2
+    assert ops.index("FromNCHWc") == ops.index("Flatten") - 1
+    assert "NCHWcMaxPool" in ops
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -13,7 +13,8 @@ Rules:
   with a blocked input and a large enough output become ``NCHWcWinogradConv`` (weights packed
   already transformed); ``PORTABLE_WINOGRAD=0`` keeps them direct.
 - Propagation: elementwise ops whose other operands are blocked values of the same shape, scalars,
-  or per-channel constants (packed to ``[1, C/cb, 1, 1, cb]``); MaxPool/AveragePool (2-D); Concat
+  or per-channel constants (packed to ``[1, C/cb, 1, 1, cb]``); MaxPool/AveragePool (2-D) and
+  their global forms; Concat
   on the channel axis when every part fills whole blocks.
 - A zero-padded channel tail is only carried through ops that keep its lanes finite (the next
   convolution multiplies them by zero weights); anything else gets the NCHW form, made by one
@@ -209,16 +210,23 @@ class _Rewriter:
         return None
 
     def pool(self, node: Node) -> bool:
-        """MaxPool (no Indices) / AveragePool on a blocked 2-D input."""
-        if node.op not in ("MaxPool", "AveragePool") or node.inputs[0] not in self.blocked:
+        """MaxPool (no Indices) / AveragePool on a blocked 2-D input; the global pools as the same
+        pools with a whole-plane window (so a classifier head pools before leaving the layout, and
+        converts C values per image instead of C x H x W)."""
+        if node.op not in ("MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool"):
+            return False
+        if node.inputs[0] not in self.blocked:
             return False
         if len([o for o in node.outputs if o]) != 1 or len(self.g.values[node.inputs[0]].shape) != 4:
             return False
-        if node.op == "MaxPool" and node.opset < 8:
+        if node.op in ("MaxPool", "GlobalMaxPool") and node.opset < 8:
             return False
         src = self.blocked[node.inputs[0]]
         out = self.fresh(node.outputs[0])
-        self.emit(Node(f"NCHWc{node.op}", node.name, [src], [out], dict(node.attrs), node.opset))
+        op, attrs = node.op, dict(node.attrs)
+        if op.startswith("Global"):
+            op, attrs = op[len("Global"):], {"kernel_shape": list(self.g.values[node.inputs[0]].shape[2:])}
+        self.emit(Node(f"NCHWc{op}", node.name, [src], [out], attrs, node.opset))
         self.produce(node, out, self.channels[src])
         return True
 

@@ -8,6 +8,7 @@ TVM tensors, so a misaligned or strided numpy array never reaches a kernel.
 from __future__ import annotations
 
 import io
+import math
 import json
 import os
 import tempfile
@@ -60,13 +61,13 @@ def _dense(arr: np.ndarray) -> np.ndarray:
     return np.require(arr, requirements=["C", "A"])
 
 
-def _aligned_empty(shape: tuple[int, ...], dtype: str, align: int = 64) -> np.ndarray:
+def _aligned_empty(shape: tuple[int, ...], dtype: str | np.dtype, align: int = 64) -> np.ndarray:
     """An uninitialised C-contiguous array whose data starts on an ``align``-byte boundary."""
     dt = np.dtype(dtype)
-    n = int(np.prod(shape, dtype=np.int64))
-    raw = np.empty(n * dt.itemsize + align, np.uint8)
+    nbytes = math.prod(shape) * dt.itemsize
+    raw = np.empty(nbytes + align, np.uint8)
     start = -raw.ctypes.data % align
-    return raw[start:start + n * dt.itemsize].view(dt).reshape(shape)
+    return raw[start:start + nbytes].view(dt).reshape(shape)
 
 
 def _size(info: dict[str, Any]) -> int:
@@ -158,6 +159,12 @@ class Executable:
         for name in self.plan.inputs:
             if self._uses.get(name) and all(use in relaxed for use in self._uses[name]):
                 self._unaligned_ok.add(name)
+        # what run() checks and allocates on every call, worked out once
+        self._input_specs = [(n, tuple(self.plan.values[n]["shape"]), np.dtype(self.plan.values[n]["dtype"]))
+                             for n in self.plan.inputs]
+        self._fresh_outputs = [(o, tuple(self.plan.values[o]["shape"]), np.dtype(self.plan.values[o]["dtype"]))
+                               for o in dict.fromkeys(self.plan.outputs)
+                               if o in self._written and _size(self.plan.values[o])]
         self._ready = True
 
     def _bind_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any], zero_copy: bool = False) -> dict[str, Any]:
@@ -180,14 +187,12 @@ class Executable:
         if missing:
             raise InputError(f"missing input(s) {missing}; the model's inputs are {names}")
         views: dict[str, Any] = {}
-        for name in names:
-            info = self.plan.values[name]
+        for name, want_shape, want_dtype in self._input_specs:
             arr = kwargs[name]
             if hasattr(arr, "numpy") and not isinstance(arr, np.ndarray):
                 arr = arr.numpy()
             arr = np.asarray(arr)
-            want_shape, want_dtype = tuple(info["shape"]), info["dtype"]
-            if str(arr.dtype) != want_dtype:
+            if arr.dtype != want_dtype:
                 raise InputError(f"input {name!r}: expected dtype {want_dtype}, got {arr.dtype}")
             if tuple(arr.shape) != want_shape:
                 raise InputError(f"input {name!r}: expected shape {want_shape}, got {tuple(arr.shape)}")
@@ -212,10 +217,9 @@ class Executable:
         feeds = self._bind_inputs(args, kwargs, zero_copy=True)
         results: dict[str, np.ndarray] = {}
         views = dict(feeds)
-        for o in self.plan.outputs:
-            if o in self._written and o not in views and _size(self.plan.values[o]):
-                info = self.plan.values[o]
-                results[o] = _aligned_empty(tuple(info["shape"]), info["dtype"])
+        for o, shape, dtype in self._fresh_outputs:
+            if o not in views:
+                results[o] = _aligned_empty(shape, dtype)
                 views[o] = tvm.runtime.from_dlpack(results[o])
         for name, view in views.items():
             for ci, ai in self._uses.get(name, ()):
