@@ -171,6 +171,25 @@ def test_softmax_is_stable(rng):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-3)
 
 
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+def test_softmax_masked_rows(op, rng):
+    """Attention-style -inf masks over 32-wide rows (the vectorised row max), one row all -inf
+    (NaN, as numpy gives) and a row with +inf; checked against numpy in float64."""
+    x = rng.standard_normal((6, 32)).astype(np.float32)
+    x[0, 5:] = -np.inf
+    x[1, ::3] = -np.inf
+    x[2, :] = -np.inf
+    x[3, 7] = np.inf
+    node = helper.make_node(op, ["x"], ["y"], axis=-1)
+    got = run_portable(make_model([node], {"x": x}, ["y"], opset=13), {"x": x})[0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shifted = x.astype(np.float64) - x.max(axis=1, keepdims=True)
+        total = np.exp(shifted).sum(axis=1, keepdims=True)
+        expected = np.exp(shifted) / total if op == "Softmax" else shifted - np.log(total)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert np.isnan(got[2]).all() and np.isnan(got[3]).any()
+
+
 def test_hardmax_ties_pick_first(rng):
     x = np.array([[1, 3, 3, 0], [2, 2, 2, 2]], np.float32)
     y = check_node("Hardmax", {"x": x}, {"axis": 1}, opset=13)

@@ -343,16 +343,24 @@ def softmax_axes(attrs: Attrs, rank: int) -> list[int]:
     return list(range(axis, rank)) if legacy else [axis]
 
 
-def _softmax_parts(x: te.Tensor, axes: list[int], name: str) -> tuple[te.Tensor, te.Tensor]:
-    """Stable softmax pieces: the row max and ``sum(exp(x - max))`` (both keepdims)."""
+def _softmax_parts(x: te.Tensor, axes: list[int], name: str) -> tuple[te.Tensor, te.Tensor, te.Tensor]:
+    """Stable softmax pieces: the row max, ``e = exp(x - max)`` and ``sum(e)`` (max and sum keepdims).
+
+    The max starts from the lowest finite float (``te.max``), not -inf like ReduceMax's: that is
+    the identity TVM's ``rfactor`` recognises, so schedules can vectorise the max. It changes no
+    result: a row of all -inf gets max -FLT_MAX, so ``e`` = exp(-inf) = 0 and the softmax 0/0 =
+    NaN, as -inf - -inf = NaN gives with the -inf identity (any finite entry is the max either way).
+    ``e`` is its own stage so a schedule may keep each row of it instead of recomputing ``exp``.
+    """
     rank = len(x.shape)
-    m = reduce_axes_compute(x, axes, True, _max, lambda i: x[tuple(i)], f"{name}_max", tag="reduce")
+    m = reduce_axes_compute(x, axes, True, te.max, lambda i: x[tuple(i)], f"{name}_max", tag="reduce")
 
-    def shifted(i: list) -> Expr:
-        return fastmath.exp(x[tuple(i)] - m[tuple(reduced_index(i, rank, axes, True))])
+    def shifted(*i: Expr) -> Expr:
+        return fastmath.exp(x[i] - m[tuple(reduced_index(i, rank, axes, True))])
 
-    s = reduce_axes_compute(x, axes, True, te.sum, shifted, f"{name}_sum", tag="anchor")
-    return m, s
+    e = elemwise_stage(shape_of(x), shifted, f"{name}_exp")
+    s = reduce_axes_compute(e, axes, True, te.sum, lambda i: e[tuple(i)], f"{name}_sum", tag="anchor")
+    return m, e, s
 
 
 def _check_float(x: te.Tensor, attrs: Attrs) -> None:
@@ -361,23 +369,23 @@ def _check_float(x: te.Tensor, attrs: Attrs) -> None:
 
 
 def _softmax_setup(ins: Sequence[te.Tensor], attrs: Attrs, name: str) -> tuple:
-    """(x, rank, normalised axes, row max, row sum of exp) shared by Softmax and LogSoftmax."""
+    """(x, rank, normalised axes, row max, exp(x - max), row sum of it) shared by Softmax and LogSoftmax."""
     x = ins[0]
     _check_float(x, attrs)
     rank = len(x.shape)
     axes = softmax_axes(attrs, rank)
-    m, s = _softmax_parts(x, axes, name)
-    return x, rank, axes, m, s
+    m, e, s = _softmax_parts(x, axes, name)
+    return x, rank, axes, m, e, s
 
 
 @register("Softmax", Pattern.ANCHOR, "softmax")
 def softmax(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
-    """ONNX Softmax, ``exp(x - max) / sum(exp(x - max))``."""
-    x, rank, axes, m, s = _softmax_setup(ins, attrs, "softmax")
+    """ONNX Softmax, ``exp(x - max) / sum(exp(x - max))`` (a multiply by the row's reciprocal)."""
+    x, rank, axes, m, e, s = _softmax_setup(ins, attrs, "softmax")
 
     def body(*i: Expr) -> Expr:
         r = tuple(reduced_index(i, rank, axes, True))
-        return fastmath.exp(x[i] - m[r]) / s[r]
+        return e[i] * (const(1, x.dtype) / s[r])
 
     return [elemwise_stage(shape_of(x), body, "softmax")]
 
@@ -385,7 +393,7 @@ def softmax(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
 @register("LogSoftmax", Pattern.ANCHOR, "softmax")
 def log_softmax(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
     """ONNX LogSoftmax, ``x - max - log(sum(exp(x - max)))``."""
-    x, rank, axes, m, s = _softmax_setup(ins, attrs, "log_softmax")
+    x, rank, axes, m, _, s = _softmax_setup(ins, attrs, "log_softmax")
 
     def body(*i: Expr) -> Expr:
         r = tuple(reduced_index(i, rank, axes, True))

@@ -10,9 +10,12 @@ register per row), then everything is nested under the row loop.
 
 Why it matters: softmax's ``sum(exp(x - max))`` carries a ~30-instruction polynomial ``exp``
 (``portable/ops/fastmath.py``) per element; scalar, that is ~2 M instructions for BERT's
-[4, 128, 128] scores (~0.4 ms on 2 cores), 16 lanes at a time it is 1/16 of that. A max
-reduction with identity ``-inf`` is not a reducer TVM's rfactor knows, so row maxima stay scalar
-(one compare per element, cheap next to ``exp``).
+[4, 128, 128] scores (~0.4 ms on 2 cores), 16 lanes at a time it is 1/16 of that. The row max
+is rfactored the same way (Softmax's max starts from the lowest finite float, the identity rfactor
+recognises): scalar, it is one ``maxss`` per element in a single dependency chain, 4 cycles
+each, which alone took ~50 us of the 0.10 ms that [4, 128, 128] softmax took. Softmax's
+``exp(x - max)`` row is kept in L1 by default (``keep_exp``) so ``exp`` runs once per element,
+not twice.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from tvm.s_tir.schedule import ScheduleError
 from ..common import (
     block_name,
     blocks,
+    blocks_named,
     inline_all,
     is_reduction,
     loop_extent,
@@ -35,6 +39,10 @@ from ..common import (
 )
 from ..registry import ScheduleContext, Template, register_template
 from .generic import GenericX86, _shared_leading_dims
+
+
+#: Softmax's ``exp(x - max)`` stage, read twice (row sum, output): the ``keep_exp`` knob
+KEPT_STAGES = ("softmax_exp",)
 
 
 def _rfactor_rows(sch: Schedule, lanes: int) -> list[str]:
@@ -96,12 +104,18 @@ class RowReduceX86(Template):
     family = "softmax"
 
     def space(self, sch: Schedule, ctx: ScheduleContext) -> dict[str, list[Any]]:
-        """Chunks per core of the row loop; whether to vectorise (reductions included)."""
-        return {"chunks_per_core": [4, 1, 16], "vectorize": [True, False]}
+        """Chunks per core of the row loop; whether to vectorise (reductions included); for a
+        Softmax, whether its ``exp(x - max)`` row is kept (computed once, read by the sum and the
+        output from L1) or recomputed by both."""
+        space: dict[str, list[Any]] = {"chunks_per_core": [4, 1, 16], "vectorize": [True, False]}
+        if blocks_named(sch, *KEPT_STAGES):
+            space["keep_exp"] = [True, False]
+        return space
 
     def apply(self, sch: Schedule, ctx: ScheduleContext, knobs: dict[str, Any]) -> None:
         """See module docstring."""
-        inline_all(sch)
+        keep = [block_name(sch, b) for b in blocks_named(sch, *KEPT_STAGES)] if knobs.get("keep_exp") else []
+        inline_all(sch, keep=keep)
         outs = output_blocks(sch)
         if len(outs) != 1:
             return GenericX86().apply(sch, ctx, knobs)
