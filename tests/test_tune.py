@@ -245,6 +245,39 @@ def test_runtime_b_packed_once_or_per_task_matches_numpy(b_panels: str, monkeypa
     np.testing.assert_allclose(y3, a3 @ b3.transpose(0, 2, 1), rtol=1e-4, atol=1e-4)
 
 
+def test_conv_ic_chunks_match_reference(monkeypatch: Any) -> None:
+    """Blocked direct convolutions with the reduction split into input-channel chunks (accumulators
+    in an L1 buffer over the task's rows): every ic_chunk x rows_per_task point of each kernel, the
+    largest and the smallest register tile, a prime width (partial column tiles), 3 input blocks."""
+    import portable
+    from portable.compiler.build import compile_graph, workload_key
+    from portable.tune.tasks import extract_tasks
+
+    monkeypatch.setenv("PORTABLE_STRICT_SCHEDULES", "1")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 48, 13, 13)).astype(np.float32)
+    consts = {"w1": rng.standard_normal((32, 48, 3, 3)).astype(np.float32) * 0.1,
+              "b1": rng.standard_normal(32).astype(np.float32),
+              "w2": rng.standard_normal((64, 32, 1, 1)).astype(np.float32) * 0.2}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["c1"], ["r"]), helper.make_node("Conv", ["r", "w2"], ["y"])]
+    model = make_model(nodes, {"x": x}, ["y"], consts)
+    expected = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    graph = portable.load_onnx(model)
+    tasks = [t for t in extract_tasks(graph, "host", min_space=1) if "ic_chunk" in t.space()]
+    assert len(tasks) == 2, [t.family for t in tasks]
+    for task in tasks:
+        space = task.space()
+        assert space["ic_chunk"][0] == 0 and 1 in space["ic_chunk"]
+        for chunk in space["ic_chunk"][1:]:
+            for rows in space["rows_per_task"]:
+                for tile in {space["tile"][0], space["tile"][-1]}:
+                    knobs = {**task.defaults(), "ic_chunk": chunk, "rows_per_task": rows, "tile": tile}
+                    exe = compile_graph(graph, "host", lambda k, t, kn=knobs, wk=task.workload: (
+                        kn if workload_key(k.func) == wk else None))
+                    np.testing.assert_allclose(exe.run(x=x)[0], expected, rtol=2e-4, atol=2e-4, err_msg=str(knobs))
+
+
 # ------------------------------------------------------------------------- template spaces are correct
 
 @pytest.mark.parametrize("name,builder,n_random", WORKLOADS, ids=[w[0] for w in WORKLOADS])

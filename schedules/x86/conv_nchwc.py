@@ -16,6 +16,17 @@ same rate (no gathers), unlike NCHW. The weight slab of one tile (``oc_blocks * 
 floats: 576 KiB for 512 channels 3x3, 2 blocks) streams from L2 (1.25 MiB/core). Rows x channel
 groups are spread over the cores.
 
+``ic_chunk`` (0 = off) restructures that for large weight slabs: the task's accumulators (its rows
+x all columns x oc blocks, a few KiB) move to an L1 buffer, and the reduction over input-channel
+blocks is split into chunks of ``ic_chunk`` blocks, each swept over every row and column tile of
+the task before the next, so a chunk's weights (4 oc blocks x 1 ic block x 3x3 x 16 x 16 floats =
+36 KiB) are read from L1 ``rows x column tiles`` times instead of streaming from L2/L3 once per
+tile. The accumulators are reloaded once per chunk (16 FMAs per loaded vector per input lane at
+cb = 16). Measured (2 threads, kernel alone): ResNet-18 layer4 3x3 512 ch 7x7: 4x7 tile 1.48 ms
+-> 1.22 ms with ic_chunk 1 and all 7 rows per task; layer2 3x3/2 64->128: 0.76 -> 0.57 ms (2x14,
+chunk 1, 28 rows). A 1x1/2 layer (128->256, 14x14) gained nothing (0.081 -> 0.081-0.119 ms: few
+tasks left). The tuner decides; the default stays off.
+
 Depthwise: one vector of ``cb`` channels per pixel, ``ow_block`` accumulators per row, the window
 unrolled; every load is a contiguous vector.
 
@@ -52,7 +63,9 @@ def _tiles(ob: int, ow: int, budget: int) -> list[str]:
     """Register tiles "<oc blocks>x<columns>" dividing the output, fullest register file first.
 
     Measured on AVX-512 (ResNet-18 layer1, 56 columns): 4x7 187 GFLOPS, 2x8 181, 2x14 172, 1x14 114:
-    more oc blocks share each broadcast, and LLVM keeps a tile of <= 28 accumulators spill-free.
+    more oc blocks share each broadcast. (4x7 needs 28 accumulators + 4 weights + 1 broadcast = 33
+    registers: LLVM keeps one accumulator on the stack, a load and a store per 28 FMAs, and it
+    still measured best.)
     """
     tiles = []
     for m in (4, 3, 2, 1):
@@ -81,8 +94,11 @@ class Conv2dNCHWcX86(Template):
             # a padded copy of its input costs more than the bounds checks (measured 2.5x on 112x112x96)
             return {"ow_block": ows, "inline_pad": [True, False]}
         rows = [1] + ([d["oh"]] if d["oh"] > 1 and d["oh"] <= 28 else [])
-        return {"tile": _tiles(d["ob"], d["ow"], _accumulator_budget(ctx)), "rows_per_task": rows,
-                "reduce_order": ["channels_outer", "window_outer"], "inline_pad": [False, True]}
+        space = {"tile": _tiles(d["ob"], d["ow"], _accumulator_budget(ctx)), "rows_per_task": rows,
+                 "reduce_order": ["channels_outer", "window_outer"], "inline_pad": [False, True]}
+        if len(d["reduce"]) == 4 and d["reduce"][0] > 1:
+            space["ic_chunk"] = [0] + [c for c in (1, 2, 4) if c < d["reduce"][0] and d["reduce"][0] % c == 0]
+        return space
 
     def defaults(self, sch: Schedule, ctx: ScheduleContext) -> dict[str, Any]:
         """The fullest register tile whose weight slab stays within half of L2.
@@ -123,24 +139,36 @@ class Conv2dNCHWcX86(Template):
         # weight slab is re-read from L2 instead of being streamed again by another task
         oho, ohi = sch.split(oh, [None, knobs.get("rows_per_task", 1)])
         sch.reorder(n, obo, oho, ohi, owo, obi, owi, ci)
-        sch.parallel(sch.fuse(n, obo, oho))
-        sch.compute_at(conv, owo, preserve_unit_loops=True)
+        task = sch.fuse(n, obo, oho)
+        sch.parallel(task)
+        chunk = 0 if d["depthwise"] else knobs.get("ic_chunk", 0)
+        # ic_chunk > 0: the task's accumulators (its rows x all columns) live in an L1 buffer and the
+        # reduction over input channel blocks is split into chunks, each swept over every row and
+        # column tile of the task, so a chunk's weights (oc_blocks x chunk x KH x KW x cb x cb
+        # floats) stay in L1 instead of streaming from L2 once per column tile and row
+        sch.compute_at(conv, task if chunk else owo, preserve_unit_loops=True)
         sch.set_scope(conv, 0, "local")  # the tile's accumulators: registers once fully unrolled
         loops = sch.get_loops(conv)
         c_ob, c_oh, c_ow, c_ci = loops[-4 - len(d["reduce"]):-len(d["reduce"])]
         red = loops[-len(d["reduce"]):]
+        outer: list[Any] = []
+        if chunk:
+            rco, rci = sch.split(red[0], [None, chunk])
+            c_owo, c_ow = sch.split(c_ow, [None, owb])
+            c_oho, c_oh = sch.split(c_oh, [None, 1])
+            outer, red = [rco, c_oho, c_owo], [rci, *red[1:]]
         if not d["depthwise"] and knobs["reduce_order"] == "window_outer" and len(red) == 4:
             red = [red[1], red[2], red[0], red[3]]  # ky, kx outside the channel blocks
         # columns outside channel blocks: each broadcast input scalar feeds its oc_blocks FMAs at
         # once and dies, so only the accumulators and the weight vectors stay live
-        sch.reorder(*red, c_oh, c_ow, c_ob, c_ci)
+        sch.reorder(*outer, *red, c_oh, c_ow, c_ob, c_ci)
         sch.unroll(c_ob)
         sch.unroll(c_ow)
         sch.vectorize(c_ci)
         if d["depthwise"]:
             for r in red:
                 sch.unroll(r)
-        sch.decompose_reduction(conv, red[0])
+        sch.decompose_reduction(conv, (outer or red)[0])
         sch.unroll(obi)
         sch.unroll(owi)
         sch.vectorize(ci)
