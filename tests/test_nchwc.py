@@ -168,6 +168,24 @@ def test_nchwc_models_match_onnxruntime(name: str, target: str) -> None:
     _check(model, shape, target)
 
 
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("tile", [True, False])
+def test_conversion_to_nchw_as_a_tiled_transpose(target: str, tile: bool) -> None:
+    """The last FromNCHWc (whole blocks, 13 columns: one 13-wide tile per row, batch 2) runs as a
+    tiled transpose by default, and gives onnxruntime's numbers with the knob on and off."""
+    from portable.compiler.build import compile_graph
+
+    b = _Net(17)
+    model = b.model((2, 8, 13, 13), b.op("Relu", [b.conv("x", 8, 32, k=3)]))
+    x = np.random.default_rng(2).standard_normal((2, 8, 13, 13)).astype(np.float32)
+    exe = portable.compile(model, target=target, cache=False)
+    conversions = [k for name, k in exe.plan.kernels.items() if name.endswith("fromnchwc")]
+    assert len(conversions) == 1 and conversions[0]["knobs"]["tile_transpose"] is True
+    exe = compile_graph(portable.load_onnx(model), target, lambda k, t: {"tile_transpose": tile} if k.family == "elemwise" else None)
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(exe.run(x)[0], ref, rtol=1e-4, atol=1e-4)
+
+
 def test_pass_keeps_whole_block_values_blocked_and_converts_once() -> None:
     """residual_cnn: no conversion between its convolutions; the global pool runs blocked too, and
     the one FromNCHWc converts its pooled output for Flatten."""

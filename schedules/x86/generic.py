@@ -26,6 +26,7 @@ from ..common import (
     vectorize_reduction,
 )
 from ..registry import ScheduleContext, Template, register_template
+from . import transpose
 
 
 class GenericX86(Template):
@@ -103,9 +104,20 @@ register_template(GenericX86())
 
 
 class ElemwiseX86(GenericX86):
-    """Elementwise/injective chains: the generic template is exactly right for them."""
+    """Elementwise/injective chains: the generic template, except that a lone blocked-to-plain layout
+    conversion is scheduled as the tiled transpose it is (``transpose.py``)."""
 
     family = "elemwise"
+
+    def space(self, sch: Schedule, ctx: ScheduleContext) -> dict[str, list[Any]]:
+        """The generic knobs, plus ``tile_transpose`` for a ``FromNCHWc`` kernel."""
+        return {**super().space(sch, ctx), **transpose.knob_space(sch)}
+
+    def apply(self, sch: Schedule, ctx: ScheduleContext, knobs: dict[str, Any]) -> None:
+        """See the class docstring."""
+        if knobs.get("tile_transpose") and transpose.transposable(sch):
+            return transpose.schedule_transpose(sch, ctx.lanes)
+        return super().apply(sch, ctx, knobs)
 
 
 register_template(ElemwiseX86())

@@ -1,0 +1,63 @@
+"""x86 schedule for the blocked-to-plain layout conversion (``FromNCHWc``), a 2-D transpose per pixel row.
+
+``[N, C/cb, H, W, cb] -> [N, C, H, W]``: each output vector (``lanes`` consecutive columns of one
+channel) takes one float from each of ``lanes`` input vectors (one per column, ``cb`` channels
+each). Vectorising the output row alone makes every output vector a gather of ``lanes`` floats
+``cb * 4`` bytes apart. Instead, a ``cb x tile`` block (``tile`` columns of one channel block) is
+loaded with contiguous vector loads into a local buffer, and the output vectors are written from
+it with both loops unrolled; LLVM keeps the buffer in registers and turns the transpose into
+``vpermt2ps``/``vinsertf`` shuffles (16 x 16 on AVX-512). Measured (2 threads, kernel alone):
+[1, 4, 112, 112, 16] -> [1, 64, 112, 112] (ResNet-18 conv1's output) 0.345 ms gathering, 0.180 ms
+tiled; 64 channels at 56 x 56 0.081 -> 0.063 ms; 128 at 28 x 28 0.040 either way.
+
+The other direction (``ToNCHWc``) is left to the generic schedule: the same tiling measured slower
+there (64 channels at 56 x 56: 0.065 ms tiled against 0.045 ms).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tvm.s_tir import Schedule
+
+from ..common import block_name, blocks, divisors, loop_extent
+
+#: name of the conversion stage (``portable/ops/blocked.py``)
+STAGE = "from_nchwc"
+
+
+def transposable(sch: Schedule) -> bool:
+    """True if the kernel is a lone ``FromNCHWc`` whose channels fill whole blocks."""
+    blks = blocks(sch)
+    if len(blks) != 1 or not block_name(sch, blks[0]).startswith(STAGE):
+        return False
+    blk = sch.get(blks[0])
+    if len(blk.reads) != 1 or len(blk.reads[0].source.shape) != 5 or len(blk.writes[0].source.shape) != 4:
+        return False
+    cb = int(blk.reads[0].source.shape[-1])
+    return int(blk.writes[0].source.shape[1]) % cb == 0
+
+
+def schedule_transpose(sch: Schedule, lanes: int) -> None:
+    """Tile by (channel block, ``tile`` columns); parallel over (n, channel block, row), which has
+    ``N x C/cb x H`` iterations: always several per core."""
+    y = blocks(sch)[0]
+    cb = int(sch.get(y).reads[0].source.shape[-1])
+    b, c, i, j = sch.get_loops(y)
+    tile = max(divisors(loop_extent(sch, j), lanes))
+    co, ci = sch.split(c, [None, cb])
+    jo, ji = sch.split(j, [None, tile])
+    sch.reorder(b, co, i, jo, ci, ji)
+    sch.parallel(sch.fuse(b, co, i))
+    local = sch.cache_read(y, 0, "local")
+    sch.compute_at(local, jo)
+    inner = sch.get_loops(local)
+    sch.vectorize(inner[-1])  # a column's cb channels: one contiguous vector load
+    sch.unroll(inner[-2])
+    sch.unroll(ci)
+    sch.vectorize(ji)
+
+
+def knob_space(sch: Schedule) -> dict[str, list[Any]]:
+    """The ``tile_transpose`` knob, offered only where the kernel is a transposable conversion."""
+    return {"tile_transpose": [True, False]} if transposable(sch) else {}
