@@ -1,15 +1,17 @@
 """The compiled model: kernels + a static execution plan + constants.
 
 Buffers are allocated once (intermediates share slots planned at compile time), inputs are
-checked (names, count, dtypes, shapes) before any kernel runs and copied into aligned, contiguous
-TVM tensors, so a misaligned or strided numpy array never reaches a kernel.
+checked (names, count, dtypes, shapes) before any kernel runs. A C-contiguous input is read in
+place by kernels built for its alignment (64 bytes, or the element for kernels reading graph
+inputs); anything else (strided, read-only, not element-aligned) is first copied into an aligned,
+contiguous TVM tensor, so no kernel ever reads memory laid out otherwise than it was built for.
 """
 
 from __future__ import annotations
 
 import io
-import math
 import json
+import math
 import os
 import tempfile
 import zipfile
