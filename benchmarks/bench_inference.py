@@ -64,15 +64,7 @@ def _err(exc: BaseException) -> str:
 
 def prepare_onnxruntime(model: Any, feeds: dict, threads: int) -> RunFn:
     """onnxruntime CPUExecutionProvider, all graph optimisations, ``threads`` intra-op threads."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = common.ort_session(model, threads)
     return lambda: sess.run(None, feeds)
 
 

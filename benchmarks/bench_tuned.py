@@ -30,6 +30,7 @@ from common import (  # noqa: E402
     default_threads,
     format_table,
     machine_info,
+    ort_session,
     plot_ratios,
     set_threads,
     time_interleaved,
@@ -96,12 +97,7 @@ def feeds_for(model: Any) -> dict[str, np.ndarray]:
 
 def ort_run(model: Any, threads: int) -> Any:
     """An onnxruntime session's run function."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = ort_session(model, threads)
     return lambda feeds: sess.run(None, feeds)
 
 
@@ -116,15 +112,8 @@ def ort_node_ms(model: Any, feeds: dict[str, np.ndarray], threads: int, repeat: 
     import json
     import tempfile
 
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:
-        so.profile_file_prefix = os.path.join(tmp, "ort")
-        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        sess = ort_session(model, threads, profile_prefix=os.path.join(tmp, "ort"))
         for _ in range(10 + repeat):
             sess.run(None, feeds)
         with open(sess.end_profiling()) as f:
@@ -143,16 +132,14 @@ def operator_times(exe: Any, model: Any, feeds: dict[str, np.ndarray], threads: 
     (each kernel timed inside a sequence of whole runs, ``Executable.profile``) against
     onnxruntime's compute nodes (its profiler), layout conversions excluded on both sides and
     reported apart. Alternates the engines over ``rounds`` and keeps the median round."""
-    import time as _time
-
     ours, theirs, ours_layout, theirs_layout = [], [], [], []
     args = [feeds[n] for n in exe.input_names]
     for _ in range(rounds):
-        _time.sleep(0.2)
+        time.sleep(0.2)
         prof = exe.profile(*args, repeat=repeat)
         ours.append(sum(t for k, t in prof if not k.endswith(LAYOUT_KERNELS)) * 1e3)
         ours_layout.append(sum(t for k, t in prof if k.endswith(LAYOUT_KERNELS)) * 1e3)
-        _time.sleep(0.2)
+        time.sleep(0.2)
         nodes = ort_node_ms(model, feeds, threads, repeat)
         theirs.append(sum(t for k, t in nodes.items() if not k.endswith(LAYOUT_NODES)))
         theirs_layout.append(sum(t for k, t in nodes.items() if k.endswith(LAYOUT_NODES)))

@@ -38,6 +38,23 @@ def set_threads(n: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(n)
 
 
+def ort_session(model: Any, threads: int, profile_prefix: str | None = None) -> Any:
+    """An onnxruntime CPUExecutionProvider session: all graph optimisations, sequential execution,
+    ``threads`` intra-op threads; with ``profile_prefix``, its per-node profiler on."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    if profile_prefix is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
 @dataclass
 class Timing:
     """Summary of repeated wall-clock measurements, in milliseconds."""
