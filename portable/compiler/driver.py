@@ -63,7 +63,6 @@ def compile_model(model: Any, target: str = "host", use_tuning_logs: bool = True
     key = None
     if cache and os.environ.get("PORTABLE_NO_CACHE") != "1":
         from .build import cache_key
-
         from .passes import rewrite_switches
 
         key = cache_key([graph_digest(graph), tgt.key.encode(), source_digest(), log_digest, rewrite_switches(tgt)])

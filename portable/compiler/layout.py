@@ -29,10 +29,10 @@ import numpy as np
 
 from ..graph import Graph, Node, TensorInfo
 from ..ops.blocked import pack_channel_vector, pack_conv_weight
-from ..ops.winograd import pack_winograd_weight
 from ..ops.conv import conv_pads
 from ..ops.infer import infer_node
 from ..ops.registry import Attrs
+from ..ops.winograd import pack_winograd_weight
 
 #: elementwise ops whose result does not depend on the element's position (layout free), and
 #: which keep finite values finite, so they may also run on a zero-padded channel tail

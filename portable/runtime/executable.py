@@ -156,7 +156,7 @@ class Executable:
             for ai, a in enumerate(st["args"]):
                 self._uses.setdefault(a, []).append((ci, ai))
             self._written.update(st["args"][st["num_inputs"]:])
-            info = self.plan.kernels.get(st["kernel"], {}) if self.plan.kernels else {}
+            info = self.plan.kernels.get(st["kernel"], {})
             relaxed.update((ci, ai) for ai in info.get("unaligned_params", ()))
         for name in self.plan.inputs:
             if self._uses.get(name) and all(use in relaxed for use in self._uses[name]):

@@ -206,7 +206,7 @@ class MatmulX86(Template):
         ko, ki = sch.split(ck, [None, kc])
         sch.reorder(ko, jo, io, ki, ii, ji)
         if knobs["pack_b"] and not packed_const:
-            self._pack_runtime_b(sch, c, ko if knobs.get("b_panels", "task") == "task" else None, ctx, nr)
+            self._pack_runtime_b(sch, c, ko if knobs["b_panels"] == "task" else None, ctx, nr)
         if knobs["unroll_k"] > 1 and kc % knobs["unroll_k"] == 0:
             ki, kiu = sch.split(ki, [None, knobs["unroll_k"]])
             sch.unroll(kiu)
