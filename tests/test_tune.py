@@ -205,19 +205,27 @@ def check_random_points(name: str, graph: Any, inputs: dict[str, np.ndarray], ex
     points (template defaults elsewhere), check the compiler used them, compare outputs with ``expected``.
 
     Callers set PORTABLE_STRICT_SCHEDULES=1, so a failing point fails instead of falling back."""
-    from portable.compiler.build import compile_graph, workload_key
     from portable.tune.tasks import extract_tasks
 
     tasks = extract_tasks(graph, "host", min_space=1)
     assert tasks, f"{name}: no kernel found"
     for ti, task in enumerate(tasks):
-        for knobs in _points(task, n_random, seed=ti):
-            exe = compile_graph(graph, "host", lambda k, t, kn=knobs, wk=task.workload: (
-                kn if workload_key(k.func) == wk else None))
-            used = [k["knobs"] for k in exe.plan.kernels.values() if k["workload"] == task.workload]
-            assert used == [knobs], f"{name}: the compiler did not use knobs {knobs}"
-            for g, e in zip(exe.run(**inputs), expected):
-                np.testing.assert_allclose(g, e, rtol=tol, atol=tol, err_msg=f"{name} / {task.family} with knobs {knobs}")
+        check_points(name, graph, inputs, expected, task, _points(task, n_random, seed=ti), tol)
+
+
+def check_points(name: str, graph: Any, inputs: dict[str, np.ndarray], expected: list[Any], task: Any,
+                 points: list[dict[str, Any]], tol: float) -> None:
+    """Compile ``graph`` with each knob point for ``task``'s kernel (template defaults elsewhere),
+    check the compiler used it, and compare the outputs with ``expected``."""
+    from portable.compiler.build import compile_graph, workload_key
+
+    for knobs in points:
+        exe = compile_graph(graph, "host", lambda k, t, kn=knobs, wk=task.workload: (
+            kn if workload_key(k.func) == wk else None))
+        used = [k["knobs"] for k in exe.plan.kernels.values() if k["workload"] == task.workload]
+        assert used == [knobs], f"{name}: the compiler did not use knobs {knobs}"
+        for g, e in zip(exe.run(**inputs), expected):
+            np.testing.assert_allclose(g, e, rtol=tol, atol=tol, err_msg=f"{name} / {task.family} with knobs {knobs}")
 
 
 @pytest.mark.parametrize("b_panels", ["kernel", "task"])
@@ -250,7 +258,6 @@ def test_conv_ic_chunks_match_reference(monkeypatch: Any) -> None:
     in an L1 buffer over the task's rows): every ic_chunk x rows_per_task point of each kernel, the
     largest and the smallest register tile, a prime width (partial column tiles), 3 input blocks."""
     import portable
-    from portable.compiler.build import compile_graph, workload_key
     from portable.tune.tasks import extract_tasks
 
     monkeypatch.setenv("PORTABLE_STRICT_SCHEDULES", "1")
@@ -269,13 +276,10 @@ def test_conv_ic_chunks_match_reference(monkeypatch: Any) -> None:
     for task in tasks:
         space = task.space()
         assert space["ic_chunk"][0] == 0 and 1 in space["ic_chunk"]
-        for chunk in space["ic_chunk"][1:]:
-            for rows in space["rows_per_task"]:
-                for tile in {space["tile"][0], space["tile"][-1]}:
-                    knobs = {**task.defaults(), "ic_chunk": chunk, "rows_per_task": rows, "tile": tile}
-                    exe = compile_graph(graph, "host", lambda k, t, kn=knobs, wk=task.workload: (
-                        kn if workload_key(k.func) == wk else None))
-                    np.testing.assert_allclose(exe.run(x=x)[0], expected, rtol=2e-4, atol=2e-4, err_msg=str(knobs))
+        points = [{**task.defaults(), "ic_chunk": chunk, "rows_per_task": rows, "tile": tile}
+                  for chunk in space["ic_chunk"][1:] for rows in space["rows_per_task"]
+                  for tile in dict.fromkeys((space["tile"][0], space["tile"][-1]))]
+        check_points("conv_ic_chunks", graph, {"x": x}, [expected], task, points, tol=2e-4)
 
 
 # ------------------------------------------------------------------------- template spaces are correct
