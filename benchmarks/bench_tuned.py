@@ -106,15 +106,19 @@ LAYOUT_KERNELS = ("tonchwc", "fromnchwc")
 LAYOUT_NODES = ("ReorderInput", "ReorderOutput")
 
 
+#: untimed runs before the per-operator timings, onnxruntime's (profiled) and portable's alike
+OPERATOR_WARMUP_RUNS = 10
+
+
 def ort_node_ms(model: Any, feeds: dict[str, np.ndarray], threads: int, repeat: int) -> dict[str, float]:
-    """onnxruntime's own per-node times (its profiler, median over ``repeat`` runs after 10 warm-up
-    runs), keyed ``"<node>:<op type>"``: the time each operator takes inside a run."""
+    """onnxruntime's own per-node times (its profiler, median over ``repeat`` runs after
+    ``OPERATOR_WARMUP_RUNS`` warm-up runs), keyed ``"<node>:<op type>"``: the time each operator takes inside a run."""
     import json
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         sess = ort_session(model, threads, profile_prefix=os.path.join(tmp, "ort"))
-        for _ in range(10 + repeat):
+        for _ in range(OPERATOR_WARMUP_RUNS + repeat):
             sess.run(None, feeds)
         with open(sess.end_profiling()) as f:
             events = json.load(f)
@@ -123,7 +127,7 @@ def ort_node_ms(model: Any, feeds: dict[str, np.ndarray], threads: int, repeat: 
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
             key = f"{e['name'][:-len('_kernel_time')]}:{e['args'].get('op_name')}"
             per_node.setdefault(key, []).append(e["dur"] / 1e3)
-    return {k: float(np.median(v[10:] or v)) for k, v in per_node.items()}
+    return {k: float(np.median(v[OPERATOR_WARMUP_RUNS:] or v)) for k, v in per_node.items()}
 
 
 def operator_times(exe: Any, model: Any, feeds: dict[str, np.ndarray], threads: int, repeat: int,
@@ -131,12 +135,13 @@ def operator_times(exe: Any, model: Any, feeds: dict[str, np.ndarray], threads: 
     """The layer's operator alone, both engines in their own layouts: portable's compute kernels
     (each kernel timed inside a sequence of whole runs, ``Executable.profile``) against
     onnxruntime's compute nodes (its profiler), layout conversions excluded on both sides and
-    reported apart. Alternates the engines over ``rounds`` and keeps the median round."""
+    reported apart. Alternates the engines over ``rounds`` and keeps the median round. Both engines
+    get ``OPERATOR_WARMUP_RUNS`` untimed runs first (after the pause, see ``common.time_interleaved``)."""
     ours, theirs, ours_layout, theirs_layout = [], [], [], []
     args = [feeds[n] for n in exe.input_names]
     for _ in range(rounds):
         time.sleep(0.2)
-        prof = exe.profile(*args, repeat=repeat)
+        prof = exe.profile(*args, repeat=repeat, warmup=OPERATOR_WARMUP_RUNS)
         ours.append(sum(t for k, t in prof if not k.endswith(LAYOUT_KERNELS)) * 1e3)
         ours_layout.append(sum(t for k, t in prof if k.endswith(LAYOUT_KERNELS)) * 1e3)
         time.sleep(0.2)

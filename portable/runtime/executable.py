@@ -318,14 +318,16 @@ class Executable:
             out.append(time.perf_counter() - t)
         return out
 
-    def profile(self, *args: Any, repeat: int = 20) -> list[tuple[str, float]]:
-        """Median seconds of each kernel call in plan order (inputs bound from ``args``)."""
+    def profile(self, *args: Any, repeat: int = 20, warmup: int = 1) -> list[tuple[str, float]]:
+        """Median seconds of each kernel call in plan order over ``repeat`` whole runs after
+        ``warmup`` untimed ones (inputs bound from ``args``)."""
         import time
 
         self._prepare()
         self._bind_inputs(args, {})  # copied into the executable's buffers, which the timed calls read
-        for fn, targs in self._calls:
-            fn(*targs)
+        for _ in range(max(warmup, 1)):
+            for fn, targs in self._calls:
+                fn(*targs)
         times: list[list[float]] = [[] for _ in self._calls]
         for _ in range(repeat):
             for i, (fn, targs) in enumerate(self._calls):
