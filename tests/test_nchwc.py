@@ -157,7 +157,15 @@ def _global_pools() -> tuple[onnx.ModelProto, tuple[int, ...]]:
     return b.model((2, 8, 15, 17), b.op("Add", [b.op("GlobalMaxPool", [y]), b.op("GlobalAveragePool", [y])])), (2, 8, 15, 17)
 
 
-MODELS = {"global_pools": _global_pools, "prime_width": _prime_width, "winograd_chain": _winograd_chain, "residual_cnn": _residual_cnn, "mobile_block": _mobile_block, "concat_block": _concat_block,
+def _strided_pointwise_entry() -> tuple[onnx.ModelProto, tuple[int, ...]]:
+    """A 1x1 stride-2 convolution reading the NCHW input directly (40 channels: not whole 16-lane
+    blocks), odd sizes, batch 2, then a blocked 3x3."""
+    b = _Net(15)
+    y = b.op("Relu", [b.conv("x", 40, 48, k=1, s=2)])
+    return b.model((2, 40, 15, 13), b.conv(y, 48, 16, k=3)), (2, 40, 15, 13)
+
+
+MODELS = {"strided_pointwise_entry": _strided_pointwise_entry, "global_pools": _global_pools, "prime_width": _prime_width, "winograd_chain": _winograd_chain, "residual_cnn": _residual_cnn, "mobile_block": _mobile_block, "concat_block": _concat_block,
           "dilated_same_pad": _dilated_same_pad}
 
 
@@ -197,6 +205,16 @@ def test_pass_keeps_whole_block_values_blocked_and_converts_once() -> None:
     assert "GlobalAveragePool" not in ops and ops.count("NCHWcAveragePool") == 2
     assert ops.index("FromNCHWc") == ops.index("Flatten") - 1
     assert "NCHWcMaxPool" in ops
+
+
+def test_strided_pointwise_convolution_reads_the_nchw_input() -> None:
+    """A 1x1/2 convolution on an NCHW input reads it directly (no ToNCHWc); a 3x3/2 one converts."""
+    for k, conversions in ((1, 0), (3, 1)):
+        b = _Net(16)
+        model = b.model((1, 32, 14, 14), b.op("Relu", [b.conv("x", 32, 32, k=k, s=2)]))
+        graph = copy_graph(portable.load_onnx(model))
+        assert convert_to_nchwc(graph, 16) == 1
+        assert [n.op for n in graph.nodes].count("ToNCHWc") == conversions
 
 
 @pytest.mark.parametrize("target", TARGETS)
