@@ -75,11 +75,21 @@ def _param_index(sch: Schedule, blk: Any, read_idx: int) -> int | None:
 def _schedule_pad(sch: Schedule, ctx: ScheduleContext) -> None:
     """Materialised padding without per-element bounds checks.
 
-    ``decompose_padding`` splits the stage into a constant fill and an interior copy; both are then
-    plain streams (memset / memcpy-like) vectorised over the fused rows, parallel over (n, c).
+    Blocked ``[N, C/cb, H, W, cb]``: one pass, parallel over rows, one bounds check per channel
+    vector. ResNet-18 layer2 3x3/2 (64 ch, 56x56), kernel with its pad, same process: 0.633 ms
+    (min 0.552) against 0.650 (0.606) for the fill-then-copy below.
+    NCHW: ``decompose_padding`` splits the stage into a constant fill of the whole buffer and an
+    interior copy; both are then plain streams (memset / memcpy-like) vectorised over the fused rows,
+    parallel over (n, c).
     """
     for blk in blocks_named(sch, "pad"):
         loops = sch.get_loops(blk)
+        if len(loops) == 5:
+            # the bounds check does not depend on the lane: each vector is written once, zeros or
+            # the copy (the fill below writes the whole buffer, then the copy its interior again)
+            sch.parallel(sch.fuse(*loops[:3]))
+            sch.vectorize(loops[4])
+            continue
         outer = sch.fuse(*loops[:2])
         sch.parallel(outer)
         try:
