@@ -165,7 +165,15 @@ def _strided_pointwise_entry() -> tuple[onnx.ModelProto, tuple[int, ...]]:
     return b.model((2, 40, 15, 13), b.conv(y, 48, 16, k=3)), (2, 40, 15, 13)
 
 
-MODELS = {"strided_pointwise_entry": _strided_pointwise_entry, "global_pools": _global_pools, "prime_width": _prime_width, "winograd_chain": _winograd_chain, "residual_cnn": _residual_cnn, "mobile_block": _mobile_block, "concat_block": _concat_block,
+def _padded_entry() -> tuple[onnx.ModelProto, tuple[int, ...]]:
+    """The NCHW input (40 channels: a padded tail) converted with the asymmetric SAME_UPPER border
+    of the one 3x3/2 convolution reading it, odd sizes, batch 2."""
+    b = _Net(17)
+    y = b.op("Relu", [b.conv("x", 40, 32, k=3, s=2, auto_pad="SAME_UPPER")])
+    return b.model((2, 40, 15, 12), b.conv(y, 32, 16, k=3)), (2, 40, 15, 12)
+
+
+MODELS = {"padded_entry": _padded_entry, "strided_pointwise_entry": _strided_pointwise_entry, "global_pools": _global_pools, "prime_width": _prime_width, "winograd_chain": _winograd_chain, "residual_cnn": _residual_cnn, "mobile_block": _mobile_block, "concat_block": _concat_block,
           "dilated_same_pad": _dilated_same_pad}
 
 
@@ -215,6 +223,26 @@ def test_strided_pointwise_convolution_reads_the_nchw_input() -> None:
         graph = copy_graph(portable.load_onnx(model))
         assert convert_to_nchwc(graph, 16) == 1
         assert [n.op for n in graph.nodes].count("ToNCHWc") == conversions
+
+
+def test_conversion_carries_the_border_of_its_one_convolution() -> None:
+    """An NCHW input read by one padded convolution is converted with that zero border (the
+    convolution then has none); read by two, it is converted once, unpadded, and shared."""
+    b = _Net(18)
+    model = b.model((1, 32, 14, 14), b.op("Relu", [b.conv("x", 32, 32, k=3, s=2)]))
+    graph = copy_graph(portable.load_onnx(model))
+    convert_to_nchwc(graph, 16)
+    conversion = next(n for n in graph.nodes if n.op == "ToNCHWc")
+    assert conversion.attrs["pads"] == [1, 1, 1, 1]
+    assert graph.values[conversion.outputs[0]].shape == (1, 2, 16, 16, 16)
+    assert next(n for n in graph.nodes if n.op == "NCHWcConv").attrs["pads"] == [0, 0, 0, 0]
+    b = _Net(18)
+    model = b.model((1, 32, 14, 14), b.op("Add", [b.conv("x", 32, 32, k=3, s=2), b.conv("x", 32, 32, k=3, s=2)]))
+    graph = copy_graph(portable.load_onnx(model))
+    convert_to_nchwc(graph, 16)
+    conversions = [n for n in graph.nodes if n.op == "ToNCHWc"]
+    assert len(conversions) == 1 and "pads" not in conversions[0].attrs
+    assert all(n.attrs["pads"] == [1, 1, 1, 1] for n in graph.nodes if n.op == "NCHWcConv")
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -71,6 +71,10 @@ class _Rewriter:
         self.blocked: dict[str, str] = {}  # NCHW value -> its blocked twin
         self.channels: dict[str, int] = {}  # blocked value -> real channel count
         self.plain_ready: set[str] = set(graph.inputs) | set(graph.constants)
+        #: value -> number of reads (node inputs and graph outputs)
+        self.uses: dict[str, int] = {v: len(ns) for v, ns in graph.consumers().items()}
+        for out in graph.outputs:
+            self.uses[out] = self.uses.get(out, 0) + 1
         self.counter = 0
 
     # --------------------------------------------------------------------------------- helpers
@@ -114,6 +118,14 @@ class _Rewriter:
         self.channels[out] = self.g.values[value].shape[1]
         return out
 
+    def padded_blocked(self, value: str, pads: list[int]) -> str:
+        """A blocked copy of NCHW ``value`` with a zero border ``pads`` (top, left, bottom, right),
+        for one consumer: not recorded as ``value``'s blocked twin (its shape differs)."""
+        out = self.fresh(value)
+        self.emit(Node("ToNCHWc", f"{value}::to_nchwc", [value], [out], {"block": self.block, "pads": pads}))
+        self.channels[out] = self.g.values[value].shape[1]
+        return out
+
     def produce(self, node: Node, blocked_out: str, channels: int) -> None:
         """Record that ``node`` (already emitted) produced the blocked twin of its first output."""
         self.blocked[node.outputs[0]] = blocked_out
@@ -153,7 +165,14 @@ class _Rewriter:
         blocked_in = depthwise or x in self.blocked or (c >= self.block and not strided_pointwise)
         use_winograd = (self.winograd and blocked_in and not depthwise and (kh, kw) == (3, 3)
                         and strides == [1, 1] and dil == [1, 1] and min(out_hw) >= WINOGRAD_MIN_SIDE)
-        xin = self.as_blocked(x) if blocked_in else x
+        direct_pads = onnx_pads
+        if blocked_in and not use_winograd and x not in self.blocked and any(onnx_pads) \
+                and self.uses.get(x) == 1:
+            # converted for this convolution alone: the conversion writes the zero border too, so
+            # the convolution does not copy its input once more into a padded buffer
+            xin, direct_pads = self.padded_blocked(x, onnx_pads), [0, 0, 0, 0]
+        else:
+            xin = self.as_blocked(x) if blocked_in else x
         if use_winograd:
             tile = winograd_tile(min(out_hw))
             packed = pack_winograd_weight(w, self.block, tile)
@@ -161,7 +180,7 @@ class _Rewriter:
         else:
             packed = pack_conv_weight(w, self.block, blocked_in and not depthwise, depthwise)
             op, op_attrs = "NCHWcConv", {"strides": strides, "dilations": dil, "depthwise": int(depthwise),
-                                         "pads": onnx_pads}
+                                         "pads": direct_pads}
         ins = [xin, self.const(w_name, packed)]
         if b_name:
             ins.append(self.const(b_name, pack_channel_vector(g.constants[b_name], self.block)))

@@ -55,18 +55,32 @@ def pad_spatial(x: te.Tensor, pads: Sequence[tuple[int, int]], value: float = 0.
 # ------------------------------------------------------------------------------------- conversions
 @register("ToNCHWc", Pattern.INJECTIVE, "elemwise")
 def to_nchwc(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
-    """NCHW -> [N, C/cb, H, W, cb] (attribute ``block``), zero-filling the last block's tail."""
+    """NCHW -> [N, C/cb, H, W, cb] (attribute ``block``), zero-filling the last block's tail.
+
+    With ``pads`` ``[top, left, bottom, right]`` the result also carries that zero border: the
+    padded input of the one convolution reading it, made in the same pass as the conversion.
+    """
     x = ins[0]
     n, c, h, w = shape_of(x)
     cb = int(attrs.get("block"))
+    top, left, bottom, right = (int(v) for v in attrs.get("pads", [0, 0, 0, 0]))
 
     def body(b, co, i, j, ci):  # type: ignore[no-untyped-def]
         ch = co * cb + ci
-        if c % cb == 0:
-            return x[b, ch, i, j]
-        return tirx.if_then_else(ch < c, x[b, tirx.min(ch, c - 1), i, j], const(0, x.dtype))
+        inside = []
+        if c % cb:
+            inside.append(ch < c)
+        if top or bottom:
+            inside += [i >= top, i < top + h]
+        if left or right:
+            inside += [j >= left, j < left + w]
+        value = x[b, tirx.min(ch, c - 1) if c % cb else ch,
+                  tirx.max(tirx.min(i - top, h - 1), 0) if top or bottom else i,
+                  tirx.max(tirx.min(j - left, w - 1), 0) if left or right else j]
+        return tirx.if_then_else(tirx.all(*inside), value, const(0, x.dtype)) if inside else value
 
-    return [te.compute((n, blocked_channels(c, cb), h, w, cb), body, name="to_nchwc", tag="injective")]
+    return [te.compute((n, blocked_channels(c, cb), h + top + bottom, w + left + right, cb), body,
+                       name="to_nchwc", tag="injective")]
 
 
 @register("FromNCHWc", Pattern.INJECTIVE, "elemwise")
