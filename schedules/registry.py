@@ -38,6 +38,9 @@ class Template:
 
     family: str = "generic"
     target_family: str = "x86"
+    #: knobs added after tuning records were written, with the value that reproduces what those
+    #: records measured: a record without the knob gets this value, not the (newer) default
+    knobs_before_records: dict[str, Any] = {}
 
     def space(self, sch: Schedule, ctx: ScheduleContext) -> dict[str, list[Any]]:
         """Knob name -> candidate values. Every combination must compile and be correct."""
@@ -89,6 +92,7 @@ def apply_schedule(func: tvm.tirx.PrimFunc, ctx: ScheduleContext,
     try:
         chosen = tpl.defaults(sch, ctx)
         if knobs:
+            chosen.update({k: v for k, v in tpl.knobs_before_records.items() if k in chosen and k not in knobs})
             chosen.update({k: v for k, v in knobs.items() if k in chosen})
         tpl.apply(sch, ctx, chosen)
         return sch.mod["main"], chosen

@@ -282,6 +282,41 @@ def test_conv_ic_chunks_match_reference(monkeypatch: Any) -> None:
         check_points("conv_ic_chunks", graph, {"x": x}, [expected], task, points, tol=2e-4)
 
 
+def test_grouped_conv_rows_match_reference(monkeypatch: Any) -> None:
+    """Grouped convolutions whose groups do not fill a vector (3 and 9 output channels per group) in
+    both vector axes: every oc_block x ow_block point along the row, the default along the channels;
+    a 1x1 and a padded 3x3 (odd width 11, batch 2)."""
+    import portable
+    from portable.tune.tasks import extract_tasks
+
+    monkeypatch.setenv("PORTABLE_STRICT_SCHEDULES", "1")
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 6, 5, 11)).astype(np.float32)
+    consts = {"w1": rng.standard_normal((27, 2, 1, 1)).astype(np.float32),
+              "b1": rng.standard_normal(27).astype(np.float32),
+              "w2": rng.standard_normal((9, 9, 3, 3)).astype(np.float32) * 0.2}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], group=3),
+             helper.make_node("Relu", ["c1"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["y"], group=3, pads=[1, 1, 1, 1])]
+    model = make_model(nodes, {"x": x}, ["y"], consts)
+    expected = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    graph = portable.load_onnx(model)
+    tasks = [t for t in extract_tasks(graph, "host", min_space=1) if "vector_axis" in t.space()]
+    assert len(tasks) == 2, [t.family for t in tasks]
+    for task in tasks:
+        space = task.space()
+        points = [{**task.defaults(), "vector_axis": "width", "oc_block": ob, "ow_block": wb}
+                  for ob in space["oc_block"] for wb in space["ow_block"]]
+        check_points("grouped_conv_rows", graph, {"x": x}, [expected], task, [task.defaults(), *points], tol=2e-4)
+    # a record written before the knob existed keeps the channel tiling it measured
+    from portable.compiler.build import compile_graph
+
+    old_record = {"oc_block": tasks[0].space()["oc_block"][-1], "ow_block": 1, "inline_pad": False}
+    exe = compile_graph(graph, "host", lambda k, t: old_record if k.family == "conv2d" else None)
+    assert [k["knobs"]["vector_axis"] for k in exe.plan.kernels.values() if k["family"] == "conv2d"] == ["oc", "oc"]
+    np.testing.assert_allclose(exe.run(x=x)[0], expected, rtol=2e-4, atol=2e-4)
+
+
 # ------------------------------------------------------------------------- template spaces are correct
 
 @pytest.mark.parametrize("name,builder,n_random", WORKLOADS, ids=[w[0] for w in WORKLOADS])

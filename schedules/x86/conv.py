@@ -11,6 +11,13 @@ stream is sequential; the per-tile accumulator is laid out ``[ow, oc]`` so it ve
 Padding is materialised once per call by its own parallel loop (keeping bounds checks out of the
 inner loop), unless ``inline_pad`` folds it into the reduction.
 
+Grouped convolutions whose groups do not fill a vector of output channels (ShuffleNet: 34 or 68
+per group) may vectorise along the output row instead (``vector_axis="width"``, the default there):
+per (input channel, ky, kx) one contiguous vector load of the row (stride 1), ``oc_block`` weight
+broadcasts and FMAs into ``oc_block`` row accumulators. Measured (2 threads, kernel alone): 136
+channels in 4 groups at 28x28, 1x1: 0.248 -> 0.069 ms; 272 channels at 14x14: 0.109 -> 0.079 ms;
+544 channels at 7x7: 0.109 ms either way.
+
 Depthwise convolutions (``groups == channels``) have no channel reduction to share a broadcast
 across, so they vectorise along the output width instead.
 """
@@ -48,6 +55,11 @@ def _oc_blocks(ocg: int, lanes: int) -> list[int]:
     if mult:
         return mult
     return sorted([d for d in divisors(ocg, lanes) if d >= 4], reverse=True)[:2] or [max(divisors(ocg, lanes))]
+
+
+def _row_budget(ctx: ScheduleContext) -> int:
+    """Row accumulators (one vector each) beside the input vector and a weight broadcast."""
+    return 24 if ctx.lanes >= 16 else 12
 
 
 def _ow_blocks(ow: int, limit: int) -> list[int]:
@@ -107,9 +119,13 @@ class Conv2dX86(Template):
 
     family = "conv2d"
     target_family = "x86"
+    knobs_before_records = {"vector_axis": "oc"}
+    #: offers vectorising along the output row (``_dense_rows``) where channels do not fill vectors
+    row_vectors = True
 
     def space(self, sch: Schedule, ctx: ScheduleContext) -> dict[str, list[Any]]:
-        """oc_block, ow_block, inline_pad (depthwise: ow_block, inline_pad)."""
+        """oc_block, ow_block, inline_pad, and vector_axis where a group's output channels do not
+        fill vectors (depthwise: ow_block, inline_pad, vectorize)."""
         d = _conv_dims(sch, ctx)
         if _is_depthwise(d):
             # a strided row is a gather (no x86 strided load): scalar, unrolled FMAs beat it
@@ -119,8 +135,16 @@ class Conv2dX86(Template):
             ow_blocks = [b for b in dict.fromkeys(prefs) if b >= 1 and d["ow"] % b == 0] or _ow_blocks(d["ow"], 16)
             return {"ow_block": ow_blocks, "inline_pad": [False, True], "vectorize": [not strided, strided]}
         limit = 14 if ctx.lanes >= 16 else 6
-        return {"oc_block": _oc_blocks(d["ocg"], ctx.lanes), "ow_block": _ow_blocks(d["ow"], limit),
-                "inline_pad": [False, True]}
+        space = {"oc_block": _oc_blocks(d["ocg"], ctx.lanes), "ow_block": _ow_blocks(d["ow"], limit),
+                 "inline_pad": [False, True]}
+        if self.row_vectors and d["ocg"] % ctx.lanes and all(s == 1 for s in ctx.anchor_attrs.get("strides", [1, 1])):
+            # a group's output channels do not fill vectors (ShuffleNet: 68 per group): vectorise
+            # along the output row instead, ``oc_block`` rows of accumulators ("width")
+            rows = [b for b in divisors(d["ocg"], _row_budget(ctx)) if b >= 2]
+            space["vector_axis"] = ["width", "oc"]
+            space["oc_block"] = list(dict.fromkeys(sorted(rows, reverse=True)[:3] + space["oc_block"]))
+            space["ow_block"] = list(dict.fromkeys(space["ow_block"] + [b for b in (ctx.lanes, d["ow"]) if d["ow"] % b == 0 and b <= ctx.lanes]))
+        return space
 
     def apply(self, sch: Schedule, ctx: ScheduleContext, knobs: dict[str, Any]) -> None:
         """See module docstring."""
@@ -132,6 +156,8 @@ class Conv2dX86(Template):
             return GenericX86().apply(sch, ctx, GenericX86().defaults(sch, ctx))
         if _is_depthwise(d):
             self._depthwise(sch, ctx, conv, out, knobs)
+        elif knobs.get("vector_axis", "oc") == "width":
+            self._dense_rows(sch, conv, out, knobs)
         else:
             self._dense(sch, ctx, conv, out, knobs)
         if not knobs["inline_pad"]:
@@ -170,6 +196,26 @@ class Conv2dX86(Template):
         sch.vectorize(c_oc)
         sch.decompose_reduction(conv, rc)
         sch.vectorize(oci)
+
+    def _dense_rows(self, sch: Schedule, conv: Any, out: Any, knobs: dict[str, Any]) -> None:
+        """Vectorised along the output row: per (input channel, ky, kx) one vector load of
+        ``ow_block`` inputs (contiguous at stride 1), ``oc_block`` weight broadcasts and FMAs into
+        ``oc_block`` row accumulators."""
+        ocb, owb = knobs["oc_block"], knobs["ow_block"]
+        n, oc, oh, ow = sch.get_loops(out)
+        oco, oci = sch.split(oc, [None, ocb])
+        owo, owi = sch.split(ow, [None, owb])
+        sch.reorder(n, oco, oh, owo, oci, owi)
+        sch.parallel(sch.fuse(n, oco, oh))
+        sch.compute_at(conv, owo, preserve_unit_loops=True)
+        sch.set_scope(conv, 0, "local")
+        c_oc, c_oh, c_ow, rc, ry, rx = sch.get_loops(conv)[-6:]
+        sch.reorder(rc, ry, rx, c_oh, c_oc, c_ow)
+        sch.unroll(c_oc)
+        sch.vectorize(c_ow)
+        sch.decompose_reduction(conv, rc)
+        sch.unroll(oci)
+        sch.vectorize(owi)
 
     def _depthwise(self, sch: Schedule, ctx: ScheduleContext, conv: Any, out: Any, knobs: dict[str, Any]) -> None:
         owb = knobs["ow_block"]

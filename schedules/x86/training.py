@@ -49,6 +49,7 @@ class ConvDgradX86(Conv2dX86):
 
     family = "conv2d_dgrad"
     target_family = "x86"
+    row_vectors = False  # apply() always tiles over output channels
 
     def space(self, sch: Schedule, ctx: ScheduleContext) -> dict[str, list[Any]]:
         """As the forward conv (oc_block, ow_block, inline_pad); the generic space for grouped ones."""
