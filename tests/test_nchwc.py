@@ -173,7 +173,15 @@ def _padded_entry() -> tuple[onnx.ModelProto, tuple[int, ...]]:
     return b.model((2, 40, 15, 12), b.conv(y, 32, 16, k=3)), (2, 40, 15, 12)
 
 
-MODELS = {"padded_entry": _padded_entry, "strided_pointwise_entry": _strided_pointwise_entry, "global_pools": _global_pools, "prime_width": _prime_width, "winograd_chain": _winograd_chain, "residual_cnn": _residual_cnn, "mobile_block": _mobile_block, "concat_block": _concat_block,
+def _depthwise_tail_entry() -> tuple[onnx.ModelProto, tuple[int, ...]]:
+    """A depthwise 3x3/2 convolution on the NCHW input whose 40 channels leave a zero-filled tail in
+    the last block, then a ReLU and a 1x1 convolution; odd sizes, batch 2."""
+    b = _Net(19)
+    y = b.op("Relu", [b.conv("x", 40, 40, k=3, s=2, group=40)])
+    return b.model((2, 40, 13, 11), b.conv(y, 40, 24, k=1)), (2, 40, 13, 11)
+
+
+MODELS = {"depthwise_tail_entry": _depthwise_tail_entry, "padded_entry": _padded_entry, "strided_pointwise_entry": _strided_pointwise_entry, "global_pools": _global_pools, "prime_width": _prime_width, "winograd_chain": _winograd_chain, "residual_cnn": _residual_cnn, "mobile_block": _mobile_block, "concat_block": _concat_block,
           "dilated_same_pad": _dilated_same_pad}
 
 

@@ -10,7 +10,8 @@ per kernel. onnxruntime's MLAS does the same (NCHWc between its convolutions).
 Rules:
 - Seeds: 2-D ``Conv`` with constant float32 weights, groups 1 or depthwise (multiplier 1), and at
   least one full block of output channels. One whose input is still NCHW reads it converted, except
-  few-channel inputs and strided 1x1 convolutions, which read the NCHW input directly. Its weights
+  few-channel inputs and strided 1x1 convolutions, which read the NCHW input directly (a depthwise
+  one converts any channel count: the zero-filled tail lanes meet zero weights). Its weights
   are packed here, once. 3x3 stride-1 ones with a blocked input and a large enough output become
   ``NCHWcWinogradConv`` (weights packed already transformed); ``PORTABLE_WINOGRAD=0`` keeps them
   direct.
@@ -148,8 +149,6 @@ class _Rewriter:
         c = info.shape[1]
         depthwise = groups > 1 and groups == c == oc and icg == 1
         if (groups != 1 and not depthwise) or oc < self.block:
-            return False
-        if depthwise and x not in self.blocked and c % self.block:
             return False
         attrs = Attrs(node.attrs, node.opset, node.describe())
         dil = [int(d) for d in node.attrs.get("dilations", [1, 1])]
