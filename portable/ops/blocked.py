@@ -77,7 +77,10 @@ def to_nchwc(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
         value = x[b, tirx.min(ch, c - 1) if c % cb else ch,
                   tirx.max(tirx.min(i - top, h - 1), 0) if top or bottom else i,
                   tirx.max(tirx.min(j - left, w - 1), 0) if left or right else j]
-        return tirx.if_then_else(tirx.all(*inside), value, const(0, x.dtype)) if inside else value
+        # every index above is clamped in bounds, so a select (both sides evaluated: a vector blend)
+        # is safe where if_then_else would branch per lane (136 channels, 28x28 -> [9, 30, 30, 16]:
+        # 0.23 ms with if_then_else)
+        return tirx.Select(tirx.all(*inside), value, const(0, x.dtype)) if inside else value
 
     return [te.compute((n, blocked_channels(c, cb), h + top + bottom, w + left + right, cb), body,
                        name="to_nchwc", tag="injective")]
