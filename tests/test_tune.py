@@ -253,12 +253,23 @@ def test_runtime_b_packed_once_or_per_task_matches_numpy(b_panels: str, monkeypa
     np.testing.assert_allclose(y3, a3 @ b3.transpose(0, 2, 1), rtol=1e-4, atol=1e-4)
 
 
+def _two_tasks_with(nodes: list[Any], x: np.ndarray, consts: dict[str, np.ndarray], knob: str) -> tuple[Any, np.ndarray, list[Any]]:
+    """The graph of a two-convolution model reading ``x``, its reference output, and its two tuning
+    tasks whose space has ``knob``."""
+    import portable
+    from portable.tune.tasks import extract_tasks
+
+    model = make_model(nodes, {"x": x}, ["y"], consts)
+    graph = portable.load_onnx(model)
+    tasks = [t for t in extract_tasks(graph, "host", min_space=1) if knob in t.space()]
+    assert len(tasks) == 2, [t.family for t in tasks]
+    return graph, ReferenceEvaluator(model).run(None, {"x": x})[0], tasks
+
+
 def test_conv_ic_chunks_match_reference(monkeypatch: Any) -> None:
     """Blocked direct convolutions with the reduction split into input-channel chunks (accumulators
     in an L1 buffer over the task's rows): every ic_chunk x rows_per_task point of each kernel, the
     largest and the smallest register tile, a prime width (partial column tiles), 3 input blocks."""
-    import portable
-    from portable.tune.tasks import extract_tasks
 
     monkeypatch.setenv("PORTABLE_STRICT_SCHEDULES", "1")
     rng = np.random.default_rng(5)
@@ -268,11 +279,7 @@ def test_conv_ic_chunks_match_reference(monkeypatch: Any) -> None:
               "w2": rng.standard_normal((64, 32, 1, 1)).astype(np.float32) * 0.2}
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
              helper.make_node("Relu", ["c1"], ["r"]), helper.make_node("Conv", ["r", "w2"], ["y"])]
-    model = make_model(nodes, {"x": x}, ["y"], consts)
-    expected = ReferenceEvaluator(model).run(None, {"x": x})[0]
-    graph = portable.load_onnx(model)
-    tasks = [t for t in extract_tasks(graph, "host", min_space=1) if "ic_chunk" in t.space()]
-    assert len(tasks) == 2, [t.family for t in tasks]
+    graph, expected, tasks = _two_tasks_with(nodes, x, consts, "ic_chunk")
     for task in tasks:
         space = task.space()
         assert space["ic_chunk"][0] == 0 and 1 in space["ic_chunk"]
@@ -286,8 +293,6 @@ def test_grouped_conv_rows_match_reference(monkeypatch: Any) -> None:
     """Grouped convolutions whose groups do not fill a vector (3 and 9 output channels per group) in
     both vector axes: every oc_block x ow_block point along the row, the default along the channels;
     a 1x1 and a padded 3x3 (odd width 11, batch 2)."""
-    import portable
-    from portable.tune.tasks import extract_tasks
 
     monkeypatch.setenv("PORTABLE_STRICT_SCHEDULES", "1")
     rng = np.random.default_rng(6)
@@ -298,11 +303,7 @@ def test_grouped_conv_rows_match_reference(monkeypatch: Any) -> None:
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], group=3),
              helper.make_node("Relu", ["c1"], ["r"]),
              helper.make_node("Conv", ["r", "w2"], ["y"], group=3, pads=[1, 1, 1, 1])]
-    model = make_model(nodes, {"x": x}, ["y"], consts)
-    expected = ReferenceEvaluator(model).run(None, {"x": x})[0]
-    graph = portable.load_onnx(model)
-    tasks = [t for t in extract_tasks(graph, "host", min_space=1) if "vector_axis" in t.space()]
-    assert len(tasks) == 2, [t.family for t in tasks]
+    graph, expected, tasks = _two_tasks_with(nodes, x, consts, "vector_axis")
     for task in tasks:
         space = task.space()
         points = [{**task.defaults(), "vector_axis": "width", "oc_block": ob, "ow_block": wb}

@@ -84,6 +84,30 @@ def _param_index(sch: Schedule, blk: Any, read_idx: int) -> int | None:
     return next((i for i, p in enumerate(sch.mod["main"].params) if p.same_as(buf)), None)
 
 
+def _tile_output(sch: Schedule, conv: Any, out: Any, ocb: int, owb: int, rows_inner: bool) -> tuple[Any, Any]:
+    """Tile the output into ``ocb`` channels x ``owb`` columns, parallel over (batch, channel tiles,
+    rows), the convolution computed per tile; returns the tile's (channel, column) loops, in the
+    order the vector axis wants them (``rows_inner``: columns innermost)."""
+    n, oc, oh, ow = sch.get_loops(out)
+    oco, oci = sch.split(oc, [None, ocb])
+    owo, owi = sch.split(ow, [None, owb])
+    sch.reorder(n, oco, oh, owo, *((oci, owi) if rows_inner else (owi, oci)))
+    sch.parallel(sch.fuse(n, oco, oh))
+    sch.compute_at(conv, owo, preserve_unit_loops=True)
+    return oci, owi
+
+
+def _tile_reduction(sch: Schedule, conv: Any, vector_oc: bool) -> None:
+    """The reduction (input channels, ky, kx) outside the tile's rows; inside, the unrolled tile axis
+    then the vector axis (output channels when ``vector_oc``, else the output columns)."""
+    c_oc, c_oh, c_ow, rc, ry, rx = sch.get_loops(conv)[-6:]
+    unrolled, vector = (c_ow, c_oc) if vector_oc else (c_oc, c_ow)
+    sch.reorder(rc, ry, rx, c_oh, unrolled, vector)
+    sch.unroll(unrolled)
+    sch.vectorize(vector)
+    sch.decompose_reduction(conv, rc)
+
+
 def _schedule_pad(sch: Schedule, ctx: ScheduleContext) -> None:
     """Materialised padding without per-element bounds checks.
 
@@ -181,39 +205,20 @@ class Conv2dX86(Template):
             sch.transform_layout(conv, ("read", 1), rewrite.as_func())
             p_loops = sch.get_loops(packer)
             sch.parallel(p_loops[0])
-        n, oc, oh, ow = sch.get_loops(out)
-        oco, oci = sch.split(oc, [None, ocb])
-        owo, owi = sch.split(ow, [None, owb])
-        sch.reorder(n, oco, oh, owo, owi, oci)
-        sch.parallel(sch.fuse(n, oco, oh))
-        sch.compute_at(conv, owo, preserve_unit_loops=True)
+        oci, owi = _tile_output(sch, conv, out, ocb, owb, rows_inner=False)
         sch.transform_layout(conv, ("write", 0), lambda b, c, h, w: (b, c // ocb, h, w, c % ocb))
         sch.set_scope(conv, 0, "local")  # the tile's accumulators: registers once fully unrolled
         sch.unroll(owi)
-        c_oc, c_oh, c_ow, rc, ry, rx = sch.get_loops(conv)[-6:]
-        sch.reorder(rc, ry, rx, c_oh, c_ow, c_oc)
-        sch.unroll(c_ow)
-        sch.vectorize(c_oc)
-        sch.decompose_reduction(conv, rc)
+        _tile_reduction(sch, conv, vector_oc=True)
         sch.vectorize(oci)
 
     def _dense_rows(self, sch: Schedule, conv: Any, out: Any, knobs: dict[str, Any]) -> None:
         """Vectorised along the output row: per (input channel, ky, kx) one vector load of
         ``ow_block`` inputs (contiguous at stride 1), ``oc_block`` weight broadcasts and FMAs into
         ``oc_block`` row accumulators."""
-        ocb, owb = knobs["oc_block"], knobs["ow_block"]
-        n, oc, oh, ow = sch.get_loops(out)
-        oco, oci = sch.split(oc, [None, ocb])
-        owo, owi = sch.split(ow, [None, owb])
-        sch.reorder(n, oco, oh, owo, oci, owi)
-        sch.parallel(sch.fuse(n, oco, oh))
-        sch.compute_at(conv, owo, preserve_unit_loops=True)
+        oci, owi = _tile_output(sch, conv, out, knobs["oc_block"], knobs["ow_block"], rows_inner=True)
         sch.set_scope(conv, 0, "local")
-        c_oc, c_oh, c_ow, rc, ry, rx = sch.get_loops(conv)[-6:]
-        sch.reorder(rc, ry, rx, c_oh, c_oc, c_ow)
-        sch.unroll(c_oc)
-        sch.vectorize(c_ow)
-        sch.decompose_reduction(conv, rc)
+        _tile_reduction(sch, conv, vector_oc=False)
         sch.unroll(oci)
         sch.vectorize(owi)
 
