@@ -111,19 +111,20 @@ class _Rewriter:
 
     def as_blocked(self, value: str) -> str:
         """The blocked name of 4-D float ``value``, converting it from NCHW on first use."""
-        if value in self.blocked:
-            return self.blocked[value]
-        out = self.fresh(value)
-        self.emit(Node("ToNCHWc", f"{value}::to_nchwc", [value], [out], {"block": self.block}))
-        self.blocked[value] = out
-        self.channels[out] = self.g.values[value].shape[1]
-        return out
+        if value not in self.blocked:
+            self.blocked[value] = self.convert(value)
+        return self.blocked[value]
 
     def padded_blocked(self, value: str, pads: list[int]) -> str:
         """A blocked copy of NCHW ``value`` with a zero border ``pads`` (top, left, bottom, right),
         for one consumer: not recorded as ``value``'s blocked twin (its shape differs)."""
+        return self.convert(value, {"pads": pads})
+
+    def convert(self, value: str, extra: dict[str, Any] | None = None) -> str:
+        """Emit a ``ToNCHWc`` of NCHW ``value`` (``extra`` attributes besides the block) and return
+        the new blocked value."""
         out = self.fresh(value)
-        self.emit(Node("ToNCHWc", f"{value}::to_nchwc", [value], [out], {"block": self.block, "pads": pads}))
+        self.emit(Node("ToNCHWc", f"{value}::to_nchwc", [value], [out], {"block": self.block, **(extra or {})}))
         self.channels[out] = self.g.values[value].shape[1]
         return out
 

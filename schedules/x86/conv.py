@@ -167,7 +167,9 @@ class Conv2dX86(Template):
             rows = [b for b in divisors(d["ocg"], _row_budget(ctx)) if b >= 2]
             space["vector_axis"] = ["width", "oc"]
             space["oc_block"] = list(dict.fromkeys(sorted(rows, reverse=True)[:3] + space["oc_block"]))
-            space["ow_block"] = list(dict.fromkeys(space["ow_block"] + [b for b in (ctx.lanes, d["ow"]) if d["ow"] % b == 0 and b <= ctx.lanes]))
+            # also a full vector of columns where it divides the row, and the whole row where it fits one
+            widths = [b for b in (ctx.lanes, d["ow"]) if d["ow"] % b == 0 and b <= ctx.lanes]
+            space["ow_block"] = list(dict.fromkeys(space["ow_block"] + widths))
         return space
 
     def apply(self, sch: Schedule, ctx: ScheduleContext, knobs: dict[str, Any]) -> None:
