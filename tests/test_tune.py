@@ -276,7 +276,7 @@ def test_conv_ic_chunks_match_reference(monkeypatch: Any) -> None:
     x = rng.standard_normal((1, 48, 13, 13)).astype(np.float32)
     consts = {"w1": rng.standard_normal((32, 48, 3, 3)).astype(np.float32) * 0.1,
               "b1": rng.standard_normal(32).astype(np.float32),
-              "w2": rng.standard_normal((64, 32, 1, 1)).astype(np.float32) * 0.2}
+              "w2": rng.standard_normal((32, 32, 1, 1)).astype(np.float32) * 0.2}
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
              helper.make_node("Relu", ["c1"], ["r"]), helper.make_node("Conv", ["r", "w2"], ["y"])]
     graph, expected, tasks = _two_tasks_with(nodes, x, consts, "ic_chunk")
@@ -286,7 +286,20 @@ def test_conv_ic_chunks_match_reference(monkeypatch: Any) -> None:
         points = [{**task.defaults(), "ic_chunk": chunk, "rows_per_task": rows, "tile": tile}
                   for chunk in space["ic_chunk"][1:] for rows in space["rows_per_task"]
                   for tile in dict.fromkeys((space["tile"][0], space["tile"][-1]))]
+        for i, point in enumerate(points):  # both task orders, alternately
+            point["task_order"] = space["task_order"][i % 2]
         check_points("conv_ic_chunks", graph, {"x": x}, [expected], task, points, tol=2e-4)
+    # the default splits rows first where the input outweighs the weights (the first convolution's
+    # padded 15x15x48 input against its 14k weights: no; the second's 7x7x32 against 1k: yes), and a
+    # record written before task_order existed keeps the channel-first split it measured
+    assert [t.defaults()["task_order"] for t in tasks] == ["channels", "rows"]
+    from portable.compiler.build import compile_graph, workload_key
+
+    old_record = {k: v for k, v in tasks[1].defaults().items() if k != "task_order"}
+    exe = compile_graph(graph, "host", lambda k, t: old_record if workload_key(k.func) == tasks[1].workload else None)
+    orders = [k["knobs"].get("task_order") for k in exe.plan.kernels.values() if k["family"] == "conv2d_nchwc"]
+    assert orders == ["channels", "channels"]
+    np.testing.assert_allclose(exe.run(x=x)[0], expected, rtol=2e-4, atol=2e-4)
 
 
 def test_grouped_conv_rows_match_reference(monkeypatch: Any) -> None:

@@ -105,7 +105,8 @@ register_template(GenericX86())
 
 class ElemwiseX86(GenericX86):
     """Elementwise/injective chains: the generic template, except that a lone blocked-to-plain layout
-    conversion is scheduled as the tiled transpose it is (``transpose.py``)."""
+    conversion is scheduled as the tiled transpose it is, and a lone plain-to-blocked one splits rows
+    over the cores (``transpose.py``)."""
 
     family = "elemwise"
 
@@ -117,6 +118,7 @@ class ElemwiseX86(GenericX86):
         """See the class docstring."""
         if knobs.get("tile_transpose") and transpose.transposable(sch):
             return transpose.schedule_transpose(sch, ctx.lanes)
+        transpose.rows_first(sch)
         return super().apply(sch, ctx, knobs)
 
 
