@@ -156,10 +156,11 @@ def operator_times(exe: Any, model: Any, feeds: dict[str, np.ndarray], threads: 
 
 def bench_one(name: str, model: Any, budget: str, log: str, threads: int, repeat: int,
               competitor: str = "onnxruntime", flops: float | None = None,
-              previous: dict[str, Any] | None = None, per_operator: bool = False) -> dict[str, Any]:
+              previous: dict[str, Any] | None = None, per_operator: bool = False,
+              rounds: int = 10) -> dict[str, Any]:
     """Tune ``model`` (unless ``previous`` holds an earlier run's tuning figures, which are kept),
-    then time untuned, tuned and the competitor in alternating blocks (``per_operator``: also the
-    operator alone against onnxruntime's node, see ``operator_times``)."""
+    then time untuned, tuned and the competitor in alternating blocks over ``rounds`` rounds
+    (``per_operator``: also the operator alone against onnxruntime's node, see ``operator_times``)."""
     import portable
 
     feeds = feeds_for(model)
@@ -185,7 +186,7 @@ def bench_one(name: str, model: Any, budget: str, log: str, threads: int, repeat
         other = lambda: ort(feeds)  # noqa: E731
         ref = ort(feeds)
     err = max(float(np.abs(g - r).max()) for g, r in zip(tuned.run(**feeds), ref))
-    t = time_interleaved({**engines, competitor: other}, repeat, warmup=3)
+    t = time_interleaved({**engines, competitor: other}, repeat, warmup=3, rounds=rounds)
     out = {"tune_s": tune_s, "trials": summary.get("trials"), "max_abs_err_vs_" + competitor: err,
            **{f"{k}_ms": v.median_ms for k, v in t.items()},
            "tuned_vs_" + competitor: t["tuned"].median_ms / t[competitor].median_ms,
@@ -211,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-model", default="10m")
     p.add_argument("--budget-kernel", default="90s")
     p.add_argument("--repeat", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=10,
+                   help="alternating timing rounds the repeats are spread over (see common.time_interleaved)")
     p.add_argument("--threads", type=int, default=default_threads())
     p.add_argument("--log", default=None, help="tuning log (default: the shipped log for this target)")
     p.add_argument("--out", default="benchmarks/results/tuned.json")
@@ -236,23 +239,25 @@ def main(argv: list[str] | None = None) -> int:
     log = args.log or shipped_log_path(detect_host())
     peak, peak_how = fma_peak_gflops(args.threads)
     result: dict[str, Any] = {"machine": machine_info(args.threads), "fma_peak_gflops": peak, "peak_formula": peak_how,
-                              "log": log, "kernels": {}, "models": {}}
+                              "log": log, "config": {"repeat": args.repeat, "rounds": args.rounds, "threads": args.threads},
+                              "kernels": {}, "models": {}}
     kernels = [k for k in args.kernels.split(",") if k]
     if "matmul" in kernels:
         result["kernels"]["matmul_1024"] = bench_one("matmul_1024", matmul_model(1024), args.budget_kernel, log,
                                                      args.threads, args.repeat, "numpy", 2 * 1024 ** 3,
-                                                     previous=prev("kernels", "matmul_1024"))
+                                                     previous=prev("kernels", "matmul_1024"), rounds=args.rounds)
     if "convs" in kernels:
         for name, cin, cout, hw, k, s in RESNET18_CONVS:
             oh = (hw + 2 * (k // 2) - k) // s + 1
             flops = 2.0 * cout * oh * oh * cin * k * k
             result["kernels"][name] = bench_one(name, conv_model(cin, cout, hw, k, s), args.budget_kernel, log,
                                                 args.threads, args.repeat, flops=flops,
-                                                previous=prev("kernels", name), per_operator=True)
+                                                previous=prev("kernels", name), per_operator=True,
+                                                rounds=args.rounds)
         write_json(args.out, result)
     for name in [m for m in args.models.split(",") if m]:
         result["models"][name] = bench_one(name, get_model(name), args.budget_model, log, args.threads, args.repeat,
-                                           previous=prev("models", name))
+                                           previous=prev("models", name), rounds=args.rounds)
         write_json(args.out, result)
     for k in result["kernels"].values():
         if "gflops" in k:

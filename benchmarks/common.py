@@ -103,6 +103,8 @@ def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeat: int | Mapping
     calls worth ``BLOCK_WARMUP_S`` (one at least), sized from the initial warm-up's calls, and
     times steady-state latency: a block of one warm-up call and 4 timed ones measured the same layer
     at 1.82 ms against onnxruntime's 1.35.
+    Every other round runs the engines in reverse order: a block's speed can depend on which engine
+    ran just before it (whose data it finds in the caches).
     ``repeat``/``warmup`` may be per-name mappings (fewer repeats for a slow engine).
     """
     reps = {k: int(repeat[k] if isinstance(repeat, Mapping) else repeat) for k in fns}
@@ -117,7 +119,8 @@ def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeat: int | Mapping
         block_warm[name] = max(1, int(np.ceil(BLOCK_WARMUP_S / max(float(np.min(took)), 1e-6))))
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for r in range(rounds):
-        for name, fn in fns.items():
+        # every other round runs the engines in reverse order, so none always follows the same one
+        for name, fn in (list(fns.items()) if r % 2 == 0 else list(fns.items())[::-1]):
             share = reps[name] // rounds + (1 if r < reps[name] % rounds else 0)
             if share == 0:
                 continue
