@@ -16,7 +16,7 @@ import os
 import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import tvm
@@ -300,6 +300,13 @@ class Executable:
         self._prepare()
         for fn, targs in self._calls:
             fn(*targs)
+
+    def step_call(self, index: int) -> Callable[[], None]:
+        """Step ``index``'s kernel as a no-argument call on its planned buffers, for timing one kernel
+        alone (``bind`` then ``launch`` fill the buffers it reads)."""
+        self._prepare()
+        fn, targs = self._calls[index]
+        return lambda: fn(*targs)
 
     def time_run(self, *args: Any, repeat: int = 20, warmup: int = 3) -> list[float]:
         """Wall-clock seconds of ``repeat`` runs after ``warmup`` (inputs bound once)."""
