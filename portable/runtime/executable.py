@@ -175,31 +175,34 @@ class Executable:
         names = self.plan.inputs
         if args and kwargs:
             raise InputError("pass inputs either positionally or by name, not both")
-        if args:
-            if len(args) == 1 and isinstance(args[0], dict):
-                kwargs = dict(args[0])
-            elif len(args) != len(names):
+        given: Any
+        if args and not (len(args) == 1 and isinstance(args[0], dict)):
+            if len(args) != len(names):
                 raise InputError(f"model takes {len(names)} input(s) {names}, got {len(args)}")
-            else:
-                kwargs = dict(zip(names, args))
-        unknown = [k for k in kwargs if k not in names]
-        if unknown:
-            raise InputError(f"unknown input name(s) {unknown}; the model's inputs are {names}")
-        missing = [n for n in names if n not in kwargs]
-        if missing:
-            raise InputError(f"missing input(s) {missing}; the model's inputs are {names}")
+            given = args  # positional, in graph order: no names to check
+        else:
+            if args:
+                kwargs = dict(args[0])
+            unknown = [k for k in kwargs if k not in names]
+            if unknown:
+                raise InputError(f"unknown input name(s) {unknown}; the model's inputs are {names}")
+            missing = [n for n in names if n not in kwargs]
+            if missing:
+                raise InputError(f"missing input(s) {missing}; the model's inputs are {names}")
+            given = [kwargs[n] for n in names]
         views: dict[str, Any] = {}
-        for name, want_shape, want_dtype in self._input_specs:
-            arr = kwargs[name]
-            if hasattr(arr, "numpy") and not isinstance(arr, np.ndarray):
-                arr = arr.numpy()
-            arr = np.asarray(arr)
+        for (name, want_shape, want_dtype), arr in zip(self._input_specs, given):
+            if type(arr) is not np.ndarray:
+                if hasattr(arr, "numpy"):
+                    arr = arr.numpy()
+                arr = np.asarray(arr)
             if arr.dtype != want_dtype:
                 raise InputError(f"input {name!r}: expected dtype {want_dtype}, got {arr.dtype}")
-            if tuple(arr.shape) != want_shape:
+            if arr.shape != want_shape:
                 raise InputError(f"input {name!r}: expected shape {want_shape}, got {tuple(arr.shape)}")
-            in_place = zero_copy and arr.ndim and arr.size and arr.flags.c_contiguous and arr.flags.writeable
-            if in_place and name in self._unaligned_ok and arr.flags.aligned:
+            flags = arr.flags
+            in_place = zero_copy and arr.ndim and arr.size and flags.c_contiguous and flags.writeable
+            if in_place and name in self._unaligned_ok and flags.aligned:
                 views[name] = arr  # passed to the kernels as is (TVM wraps it without a copy)
             elif in_place and arr.ctypes.data % 64 == 0:  # (.ctypes costs 2.5 us: only when needed)
                 views[name] = tvm.runtime.from_dlpack(arr)
