@@ -47,12 +47,13 @@ def mlas_conv_session(w: np.ndarray, b: np.ndarray, hw: int, stride: int, block:
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
+    from bench_tuned import conv_out_side
     from portable.ops.blocked import pack_conv_weight
 
     cout, cin, k, _ = w.shape
     blocked_input = cin % block == 0
     packed = pack_conv_weight(w, block, blocked_input, depthwise=False).reshape(w.shape)
-    oh = (hw + 2 * (k // 2) - k) // stride + 1
+    oh = conv_out_side(hw, k, stride)
     node = helper.make_node("Conv", ["x", "w", "b"], ["y"], domain="com.microsoft.nchwc", kernel_shape=[k, k],
                             strides=[stride] * 2, pads=[k // 2] * 4, activation="Relu")
     graph = helper.make_graph([node], "mlas_conv",
@@ -80,7 +81,7 @@ def bench_layer(name: str, cin: int, cout: int, hw: int, k: int, stride: int, th
     from onnx import numpy_helper
 
     import portable
-    from bench_tuned import conv_model, feeds_for
+    from bench_tuned import conv_flops, conv_model, feeds_for
 
     model = conv_model(cin, cout, hw, k, stride)
     x = feeds_for(model)["x"]
@@ -111,8 +112,7 @@ def bench_layer(name: str, cin: int, cout: int, hw: int, k: int, stride: int, th
 
     t = time_interleaved({"portable": ours, "onnxruntime": lambda: sess.run_with_iobinding(io)}, repeat,
                          warmup=5, rounds=rounds)
-    oh = (hw + 2 * (k // 2) - k) // stride + 1
-    flops = 2.0 * cout * oh * oh * cin * k * k
+    flops = conv_flops(cin, cout, hw, k, stride)
     return {"family": exe.plan.kernels[step["kernel"]]["family"], "knobs": exe.plan.kernels[step["kernel"]]["knobs"],
             "max_rel_err": err, "portable_ms": t["portable"].median_ms, "onnxruntime_ms": t["onnxruntime"].median_ms,
             "portable_p10_ms": t["portable"].p10_ms, "onnxruntime_p10_ms": t["onnxruntime"].p10_ms,

@@ -60,6 +60,16 @@ def fma_peak_gflops(threads: int) -> tuple[float, str]:
     return peak, f"{threads} cores x {mhz / 1e3:.2f} GHz x 2 FMA units x {lanes} lanes x 2 flops (assumed 2 units)"
 
 
+def conv_out_side(hw: int, k: int, stride: int) -> int:
+    """Output height (= width) of a square ``k`` x ``k`` convolution padded by ``k // 2``."""
+    return (hw + 2 * (k // 2) - k) // stride + 1
+
+
+def conv_flops(cin: int, cout: int, hw: int, k: int, stride: int) -> float:
+    """Multiply-adds x 2 of one such convolution at batch 1."""
+    return 2.0 * cout * conv_out_side(hw, k, stride) ** 2 * cin * k * k
+
+
 def conv_model(cin: int, cout: int, hw: int, k: int, stride: int) -> Any:
     """One Conv (+bias) + Relu, random weights."""
     import onnx
@@ -248,8 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                                                      previous=prev("kernels", "matmul_1024"), rounds=args.rounds)
     if "convs" in kernels:
         for name, cin, cout, hw, k, s in RESNET18_CONVS:
-            oh = (hw + 2 * (k // 2) - k) // s + 1
-            flops = 2.0 * cout * oh * oh * cin * k * k
+            flops = conv_flops(cin, cout, hw, k, s)
             result["kernels"][name] = bench_one(name, conv_model(cin, cout, hw, k, s), args.budget_kernel, log,
                                                 args.threads, args.repeat, flops=flops,
                                                 previous=prev("kernels", name), per_operator=True,

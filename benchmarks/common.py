@@ -118,9 +118,10 @@ def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeat: int | Mapping
             took.append(time.perf_counter() - t0)
         block_warm[name] = max(1, int(np.ceil(BLOCK_WARMUP_S / max(float(np.min(took)), 1e-6))))
     samples: dict[str, list[float]] = {k: [] for k in fns}
+    # every other round runs the engines in reverse order, so none always follows the same one
+    orders = [list(fns.items()), list(fns.items())[::-1]]
     for r in range(rounds):
-        # every other round runs the engines in reverse order, so none always follows the same one
-        for name, fn in (list(fns.items()) if r % 2 == 0 else list(fns.items())[::-1]):
+        for name, fn in orders[r % 2]:
             share = reps[name] // rounds + (1 if r < reps[name] % rounds else 0)
             if share == 0:
                 continue

@@ -169,12 +169,9 @@ class Conv2dNCHWcX86(Template):
         # rows_per_task > 1: a task sweeps several output rows with the same oc blocks, so their
         # weight slab is re-read from L2 instead of being streamed again by another task
         oho, ohi = sch.split(oh, [None, knobs.get("rows_per_task", 1)])
-        if knobs.get("task_order") == "rows":
-            sch.reorder(n, oho, obo, ohi, owo, obi, owi, ci)
-            task = sch.fuse(n, oho, obo)
-        else:
-            sch.reorder(n, obo, oho, ohi, owo, obi, owi, ci)
-            task = sch.fuse(n, obo, oho)
+        task_loops = (oho, obo) if knobs.get("task_order") == "rows" else (obo, oho)
+        sch.reorder(n, *task_loops, ohi, owo, obi, owi, ci)
+        task = sch.fuse(n, *task_loops)
         sch.parallel(task)
         chunk = 0 if d["depthwise"] else knobs.get("ic_chunk", 0)
         # ic_chunk > 0: the task's accumulators (its rows x all columns) live in an L1 buffer and the
