@@ -45,9 +45,10 @@ RESNET18_CONVS = [
 ]
 
 
-def fma_peak_gflops(threads: int) -> tuple[float, str]:
-    """FMA peak: cores x GHz x FMA units (2) x fp32 lanes x 2 flops, from /proc/cpuinfo."""
-    from portable.targets import detect_host
+def fma_peak_gflops(threads: int, target: str = "host") -> tuple[float, str]:
+    """FMA peak of ``target``'s vectors on this CPU: cores x GHz x FMA units (2) x fp32 lanes x 2 flops,
+    from /proc/cpuinfo."""
+    from portable.targets import resolve_target
 
     mhz = 0.0
     with open("/proc/cpuinfo") as f:
@@ -55,7 +56,7 @@ def fma_peak_gflops(threads: int) -> tuple[float, str]:
             if line.startswith("cpu MHz"):
                 mhz = float(line.split(":")[1])
                 break
-    lanes = detect_host().vector_lanes_f32
+    lanes = resolve_target(target).vector_lanes_f32
     peak = threads * mhz / 1e3 * 2 * lanes * 2
     return peak, f"{threads} cores x {mhz / 1e3:.2f} GHz x 2 FMA units x {lanes} lanes x 2 flops (assumed 2 units)"
 
@@ -167,7 +168,7 @@ def operator_times(exe: Any, model: Any, feeds: dict[str, np.ndarray], threads: 
 def bench_one(name: str, model: Any, budget: str, log: str, threads: int, repeat: int,
               competitor: str = "onnxruntime", flops: float | None = None,
               previous: dict[str, Any] | None = None, per_operator: bool = False,
-              rounds: int = 10) -> dict[str, Any]:
+              rounds: int = 10, target: str = "host") -> dict[str, Any]:
     """Tune ``model`` (unless ``previous`` holds an earlier run's tuning figures, which are kept),
     then time untuned, tuned and the competitor in alternating blocks over ``rounds`` rounds
     (``per_operator``: also the operator alone against onnxruntime's node, see ``operator_times``)."""
@@ -178,10 +179,10 @@ def bench_one(name: str, model: Any, budget: str, log: str, threads: int, repeat
         summary, tune_s = {"trials": previous.get("trials")}, previous.get("tune_s")
     else:
         t0 = time.perf_counter()
-        summary = portable.tune(model, target="host", budget=budget, log=log, progress=False)
+        summary = portable.tune(model, target=target, budget=budget, log=log, progress=False)
         tune_s = time.perf_counter() - t0
-    untuned = portable.compile(model, use_tuning_logs=False, cache=False)
-    tuned = portable.compile(model, use_tuning_logs=True, cache=False)
+    untuned = portable.compile(model, target=target, use_tuning_logs=False, cache=False)
+    tuned = portable.compile(model, target=target, use_tuning_logs=True, cache=False)
     engines = {"untuned": lambda: untuned.run(**feeds), "tuned": lambda: tuned.run(**feeds)}
     if competitor == "numpy":
         a, b = feeds["a"], feeds["b"]
@@ -225,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=10,
                    help="alternating timing rounds the repeats are spread over (see common.time_interleaved)")
     p.add_argument("--threads", type=int, default=default_threads())
+    p.add_argument("--target", default="host",
+                   help="portable's target (x86-avx2: AVX2 code on an AVX-512 host, with its own shipped log)")
     p.add_argument("--log", default=None, help="tuning log (default: the shipped log for this target)")
     p.add_argument("--out", default="benchmarks/results/tuned.json")
     p.add_argument("--no-tune", action="store_true",
@@ -243,30 +246,33 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(args.threads)
     from models import get_model  # noqa: E402
 
-    from portable.targets import detect_host
+    from portable.targets import resolve_target
     from portable.tune.records import shipped_log_path
 
-    log = args.log or shipped_log_path(detect_host())
-    peak, peak_how = fma_peak_gflops(args.threads)
+    log = args.log or shipped_log_path(resolve_target(args.target))
+    peak, peak_how = fma_peak_gflops(args.threads, args.target)
     result: dict[str, Any] = {"machine": machine_info(args.threads), "fma_peak_gflops": peak, "peak_formula": peak_how,
-                              "log": log, "config": {"repeat": args.repeat, "rounds": args.rounds, "threads": args.threads},
+                              "target": resolve_target(args.target).key, "log": log,
+                              "config": {"repeat": args.repeat, "rounds": args.rounds, "threads": args.threads},
                               "kernels": {}, "models": {}}
     kernels = [k for k in args.kernels.split(",") if k]
     if "matmul" in kernels:
         result["kernels"]["matmul_1024"] = bench_one("matmul_1024", matmul_model(1024), args.budget_kernel, log,
                                                      args.threads, args.repeat, "numpy", 2 * 1024 ** 3,
-                                                     previous=prev("kernels", "matmul_1024"), rounds=args.rounds)
+                                                     previous=prev("kernels", "matmul_1024"), rounds=args.rounds,
+                                                     target=args.target)
     if "convs" in kernels:
         for name, cin, cout, hw, k, s in RESNET18_CONVS:
             flops = conv_flops(cin, cout, hw, k, s)
             result["kernels"][name] = bench_one(name, conv_model(cin, cout, hw, k, s), args.budget_kernel, log,
                                                 args.threads, args.repeat, flops=flops,
                                                 previous=prev("kernels", name), per_operator=True,
-                                                rounds=args.rounds)
+                                                rounds=args.rounds, target=args.target)
         write_json(args.out, result)
     for name in [m for m in args.models.split(",") if m]:
         result["models"][name] = bench_one(name, get_model(name), args.budget_model, log, args.threads, args.repeat,
-                                           previous=prev("models", name), rounds=args.rounds)
+                                           previous=prev("models", name), rounds=args.rounds,
+                                           target=args.target)
         write_json(args.out, result)
     for k in result["kernels"].values():
         if "gflops" in k:

@@ -50,6 +50,15 @@ class Template:
         """Knob values used when no tuning record exists (first value of each knob by default)."""
         return {k: v[0] for k, v in self.space(sch, ctx).items()}
 
+    def with_logged(self, defaults: dict[str, Any], knobs: dict[str, Any] | None) -> dict[str, Any]:
+        """The whole point a (possibly partial) logged ``knobs`` stands for: ``defaults``, with
+        ``knobs_before_records`` for the knobs it lacks, then its own values (unknown names dropped)."""
+        chosen = dict(defaults)
+        if knobs:
+            chosen.update({k: v for k, v in self.knobs_before_records.items() if k in chosen and k not in knobs})
+            chosen.update({k: v for k, v in knobs.items() if k in chosen})
+        return chosen
+
     def apply(self, sch: Schedule, ctx: ScheduleContext, knobs: dict[str, Any]) -> None:
         """Transform ``sch`` in place."""
         raise NotImplementedError
@@ -90,10 +99,7 @@ def apply_schedule(func: tvm.tirx.PrimFunc, ctx: ScheduleContext,
     tpl = get_template(ctx.family, ctx.target.family)
     sch = Schedule(func)
     try:
-        chosen = tpl.defaults(sch, ctx)
-        if knobs:
-            chosen.update({k: v for k, v in tpl.knobs_before_records.items() if k in chosen and k not in knobs})
-            chosen.update({k: v for k, v in knobs.items() if k in chosen})
+        chosen = tpl.with_logged(tpl.defaults(sch, ctx), knobs)
         tpl.apply(sch, ctx, chosen)
         return sch.mod["main"], chosen
     except Exception as exc:  # noqa: BLE001 - any template failure falls back to the generic schedule

@@ -660,6 +660,81 @@ def test_lookup_exact_then_transfer_then_none(tmp_path: Any) -> None:
     assert default_knob_lookup([log])(k72, tgt) == k_far
 
 
+def test_lookup_reads_sibling_targets_of_the_same_cpu(tmp_path: Any) -> None:
+    """Records of the same CPU with another core count serve a target without its own: the nearest
+    core count first, knob values outside this space left at the default; the own target's record,
+    and nothing of another CPU, wins; the compiled kernel still computes the product."""
+    from portable.compiler.build import compile_graph
+    from portable.compiler.fuse import fuse
+    from portable.compiler.lower import lower_group
+    from portable.tune.records import default_knob_lookup, split_target_key, write_records
+    from portable.tune.tasks import kernel_task, matmul_graph
+
+    task = kernel_task("matmul", "64x64x64")
+    space = task.space()
+    tunable = [k for k, v in space.items() if len(v) > 1]
+    if len(tunable) < 2:
+        pytest.skip("matmul template has fewer than two knobs")
+    tgt = task.target
+    base, cores = split_target_key(tgt.key)
+    assert base and cores == tgt.num_cores
+    near, far, mine = _space_point(space, 1), _space_point(space, 2), _space_point(space, 3)
+    assert near != far
+    g = matmul_graph("64x64x64")
+    kernel = lower_group(g, fuse(g)[0], 0)
+    log = str(tmp_path / "l.jsonl")
+
+    def lookup_with(*records: Any) -> Any:
+        write_records(log, records)
+        return default_knob_lookup([log])(kernel, tgt)
+
+    def rec(knobs: dict[str, Any], target: str, t: float = 1e-3) -> Any:
+        return _rec(task.workload, t, knobs, target=target, shape=task.shape)
+
+    assert lookup_with(rec(far, f"{base}/c{cores * 64}"), rec(near, f"{base}/c{cores * 4}")) == near
+    assert lookup_with(rec(near, f"{base}x/c{cores}", 1e-6), rec(far, f"{base}/c{cores * 4}")) == far
+    assert lookup_with(rec(near, f"{base}x/c{cores}")) is None  # another CPU is never read
+    assert lookup_with(rec(far, f"{base}/c{cores * 4}", 1e-6), rec(mine, tgt.key)) == mine
+    dropped = tunable[0]
+    bad = {**near, dropped: "no-such-value"}
+    partial = lookup_with(rec(bad, f"{base}/c{cores * 4}"))
+    assert partial == {k: v for k, v in near.items() if k != dropped}
+
+    exe = compile_graph(g, tgt, knob_lookup=default_knob_lookup([log]))
+    (used,) = [k["knobs"] for k in exe.plan.kernels.values()]
+    assert {k: used[k] for k in partial} == partial
+    a = np.random.default_rng(1).standard_normal((64, 64)).astype(np.float32)
+    np.testing.assert_allclose(exe.run(a)[0], a @ g.constants["B"], rtol=1e-4, atol=1e-4)
+
+
+def test_tuning_a_new_core_count_starts_from_the_sibling_targets_best(tmp_path: Any) -> None:
+    """A task with no record on its own target but one on a sibling measures that point (filled up
+    with the defaults) right after the default, before any random one; with its own record, no seed."""
+    from portable.tune.records import load_database, split_target_key, write_records
+    from portable.tune.scheduler import _logged_seeds
+    from portable.tune.search import TaskSearch
+    from portable.tune.tasks import kernel_task
+
+    task = kernel_task("matmul", "64x64x64")
+    space, defaults = task.space(), task.defaults()
+    tunable = [k for k, v in space.items() if len(v) > 1]
+    if not tunable:
+        pytest.skip("matmul template has no knobs")
+    base, cores = split_target_key(task.target.key)
+    point = {k: next((v for v in space[k] if v != defaults[k]), defaults[k]) for k in space}
+    logged = {k: point[k] for k in tunable[:1]}  # a record written when the template had one knob
+    log = str(tmp_path / "l.jsonl")
+    write_records(log, [_rec(task.workload, 1e-3, logged, target=f"{base}/c{cores * 8}", shape=task.shape)])
+    seeds = _logged_seeds(task, load_database([log]))
+    assert seeds == [task.template().with_logged(defaults, logged)]
+    assert seeds[0][tunable[0]] == point[tunable[0]] and set(seeds[0]) == set(space)
+    first = TaskSearch(space, defaults, seeds=seeds).propose(4)
+    assert first[:2] == [defaults, seeds[0]]
+    write_records(log, [_rec(task.workload, 1e-3, defaults, target=task.target.key, shape=task.shape)])
+    assert _logged_seeds(task, load_database([log])) == [defaults]  # its own record: resumed, not re-measured
+    assert _logged_seeds(task, load_database([str(tmp_path / "none.jsonl")])) == []
+
+
 # -------------------------------------------------------------------------------------- end to end
 
 

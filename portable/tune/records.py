@@ -354,8 +354,33 @@ def func_signature(func: Any) -> tuple[list[list[int]], list[str]]:
     return shapes, dtypes
 
 
+def split_target_key(key: str) -> tuple[str, int | None]:
+    """``"llvm/znver3/c16"`` -> ``("llvm/znver3", 16)``: the machine kind and its core count."""
+    base, sep, cores = key.rpartition("/c")
+    return (base, int(cores)) if sep and cores.isdigit() else (key, None)
+
+
+def match_space_partial(knobs: dict[str, Any], space: dict[str, list[Any]]) -> dict[str, Any]:
+    """The knobs of ``knobs`` that are points of ``space`` (in the space's own values); the others are
+    left to the template defaults. Any mix is valid: every point of a space must compile."""
+    out: dict[str, Any] = {}
+    for name, value in knobs.items():
+        found = [c for c in space.get(name, []) if _same_value(c, value)]
+        if found:
+            out[name] = found[0]
+    return out
+
+
 class TuningDatabase:
-    """Index of log records: best record per kernel, and tuned shapes per (family, target)."""
+    """Index of log records: best record per kernel, and tuned shapes per (family, target).
+
+    Besides its own target, a lookup reads the records of *sibling* targets: the same TVM kind and
+    CPU (``mcpu``) with another core count (``llvm/znver3/c2`` for ``llvm/znver3/c16``), nearest
+    count first. Tile sizes, loop orders and vector choices depend on the core's registers and
+    caches, not on how many cores there are, so the shipped logs of a 2-core machine also serve a
+    16-core one of the same CPU; knobs whose values depend on the core count (tasks per core) are
+    taken only where they are points of this target's space, else left at the default.
+    """
 
     def __init__(self, records: Iterable[Record]):
         """Index ``records`` (failed and unverified ones are ignored)."""
@@ -363,6 +388,17 @@ class TuningDatabase:
         self.by_family: dict[tuple[str, str], list[Record]] = {}
         for r in self.best.values():
             self.by_family.setdefault((r.family, r.target), []).append(r)
+        self.targets = sorted({t for _, t in self.best})
+
+    def siblings(self, target: str) -> list[str]:
+        """Logged targets of the same kind and CPU as ``target`` with another core count, nearest count
+        (log scale) first."""
+        base, cores = split_target_key(target)
+        if cores is None:
+            return []
+        found = [(abs(math.log2(c) - math.log2(cores)), c, t) for t in self.targets if t != target
+                 for b, c in [split_target_key(t)] if b == base and c]
+        return [t for _, _, t in sorted(found)]
 
     def exact(self, workload: str, target: str) -> Record | None:
         """Best verified record of exactly this kernel on this target."""
@@ -384,21 +420,39 @@ class TuningDatabase:
                 return r, knobs
         return None
 
+    def choose(self, workload: str, family: str, target: str, space: dict[str, list[Any]],
+               shape: list[list[int]], dtypes: list[str]) -> dict[str, Any] | None:
+        """Knobs for one kernel on ``target`` (its key), first found of: its best record on this
+        target, then on a sibling target (its knobs that are valid here), then the nearest tuned shape
+        on this target, then on a sibling; else None (the template defaults)."""
+        targets = [target, *self.siblings(target)]
+        own = self.exact(workload, target)
+        if own is not None and (knobs := match_space(own.knobs, space)) is not None:
+            return knobs
+        for t in targets[1:]:
+            rec = self.exact(workload, t)
+            if rec is not None and (knobs := match_space_partial(rec.knobs, space)):
+                return knobs
+        for t in targets:
+            found = self.transfer(family, t, shape, dtypes, space)
+            if found:
+                return found[1]
+        return None
+
+    def knows(self, family: str, target: str) -> bool:
+        """True if any record of ``family`` on ``target`` or a sibling of it exists (else lookups
+        can skip building the kernel's knob space)."""
+        return any(self.by_family.get((family, t)) for t in (target, *self.siblings(target)))
+
     def lookup(self, kernel: Any, target: Any) -> dict[str, Any] | None:
-        """Knobs for a ``portable.compiler.lower.Kernel`` on a ``TargetInfo``: exact, transferred or None."""
+        """Knobs for a ``portable.compiler.lower.Kernel`` on a ``TargetInfo`` (see ``choose``)."""
         from ..compiler.build import workload_key
 
-        rec = self.exact(workload_key(kernel.func), target.key)
-        if rec is None and not self.by_family.get((kernel.family, target.key)):
+        if not self.knows(kernel.family, target.key):
             return None
-        space = kernel_space(kernel, target)
-        if rec is not None:
-            knobs = match_space(rec.knobs, space)
-            if knobs is not None:
-                return knobs
         shape, dtypes = func_signature(kernel.func)
-        found = self.transfer(kernel.family, target.key, shape, dtypes, space)
-        return found[1] if found else None
+        return self.choose(workload_key(kernel.func), kernel.family, target.key, kernel_space(kernel, target),
+                           shape, dtypes)
 
 
 def kernel_space(kernel: Any, target: Any) -> dict[str, list[Any]]:

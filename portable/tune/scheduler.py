@@ -7,7 +7,9 @@ term, so a task that has had few trials keeps being tried). Exhausted tasks drop
 a number of trials, a number of seconds, or both (whichever ends first). Finally each task's three
 fastest points and its default are measured once more (the last 10% of a time budget), and the
 compiler ranks points by the median of their measurements, so a lucky sample does not win. With
-``resume`` the records already in the logs seed each task's search and are never measured again.
+``resume`` the records already in the logs seed each task's search and are never measured again,
+and a task without records of its own on this target first measures the point the compiler would
+take from the logs (a sibling target's best or a transferred shape's, see ``TuningDatabase``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .measure import MeasureError, Measurer, MeasureResult
-from .records import Record, append_record, default_user_log, load_all, load_records, log_files
+from .records import (Record, TuningDatabase, append_record, default_user_log, load_all, load_database,
+                      load_records, log_files)
 from .search import TaskSearch
 from .tasks import Task
 
@@ -27,6 +30,17 @@ log = logging.getLogger("portable.tune")
 
 #: share of a time budget kept for re-measuring each task's leaders at the end
 CONFIRM_SHARE = 0.1
+
+
+def _logged_seeds(task: Task, db: TuningDatabase | None) -> list[dict[str, Any]]:
+    """The point the compiler would take from the logs for ``task``, to be measured first. Its own
+    best record on this target is resumed anyway; without one this is a sibling target's best or a
+    transferred shape's, so on a new machine of a known CPU the search starts from the shipped logs."""
+    if db is None or not db.knows(task.family, task.target.key):
+        return []
+    space = task.space()
+    knobs = db.choose(task.workload, task.family, task.target.key, space, task.shape, task.dtypes)
+    return [task.template().with_logged(task.defaults(), knobs)] if knobs else []
 
 
 @dataclass
@@ -102,7 +116,10 @@ class TaskScheduler:
         self.progress = progress
         self.alpha = alpha
         self.confirm = confirm
-        self.states = [TaskState(t, TaskSearch(t.space(), t.defaults(), seed=seed + i)) for i, t in enumerate(tasks)]
+        paths = list(dict.fromkeys([*log_files(), self.log_path]))
+        db = load_database(paths) if resume else None
+        self.states = [TaskState(t, TaskSearch(t.space(), t.defaults(), seed=seed + i, seeds=_logged_seeds(t, db)))
+                       for i, t in enumerate(tasks)]
         self.used = 0
         self.curve: list[tuple[int, float, float]] = []  # (trial, elapsed s, weighted best total)
 

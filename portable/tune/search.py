@@ -1,6 +1,7 @@
 """Search over one task's knob space: random warm-up, then model-ranked proposals.
 
-After a warm-up of random points (the template default first), each batch is chosen by the cost
+After a warm-up of random points (the template default first, then the seeds: what the logs
+already suggest, such as a sibling target's best point), each batch is chosen by the cost
 model: small spaces are ranked exhaustively, large ones through simulated annealing over single-
 knob mutations started from the best measured points. A fraction of every batch stays random
 (exploration). A point that was measured -- successfully or not, in this run or in a log being
@@ -24,11 +25,13 @@ class TaskSearch:
     """Proposal state of one task."""
 
     def __init__(self, space: dict[str, list[Any]], defaults: dict[str, Any] | None = None, seed: int = 0,
-                 warmup: int = 8, epsilon: float = 0.2):
-        """``space``: knob name -> values; ``defaults``: the template default (measured first)."""
+                 warmup: int = 8, epsilon: float = 0.2, seeds: list[dict[str, Any]] | None = None):
+        """``space``: knob name -> values; ``defaults``: the template default (measured first);
+        ``seeds``: whole points measured next, before any random or model-ranked one."""
         self.space = {k: list(v) for k, v in space.items()}
         self.names = list(self.space)
         self.defaults = dict(defaults) if defaults else None
+        self.seeds = [dict(p) for p in seeds or []]
         self.rng = random.Random(seed)
         self.warmup = warmup
         self.epsilon = epsilon
@@ -60,8 +63,9 @@ class TaskSearch:
     def propose(self, n: int) -> list[dict[str, Any]]:
         """Up to ``n`` unmeasured, distinct points to measure next."""
         out: dict[str, dict[str, Any]] = {}
-        if self.defaults is not None and not self.seen(self.defaults):
-            out[knob_id(self.defaults)] = dict(self.defaults)
+        for p in ([self.defaults] if self.defaults is not None else []) + self.seeds:
+            if not self.seen(p):
+                out.setdefault(knob_id(p), dict(p))
         successes = sum(1 for _, s in self.measured.values() if s is not None)
         if successes + len(out) < self.warmup:
             self._add_random(out, n)
