@@ -326,15 +326,21 @@ def _same_value(a: Any, b: Any) -> bool:
     return _normalise(a) == _normalise(b)
 
 
-def match_space(knobs: dict[str, Any], space: dict[str, list[Any]]) -> dict[str, Any] | None:
-    """``knobs`` expressed with the space's own values, or None if any knob is not a point of it."""
+def match_space_partial(knobs: dict[str, Any], space: dict[str, list[Any]]) -> dict[str, Any]:
+    """The knobs of ``knobs`` that are points of ``space`` (in the space's own values); the others are
+    left to the template defaults. Any mix is valid: every point of a space must compile."""
     out: dict[str, Any] = {}
     for name, value in knobs.items():
         found = [c for c in space.get(name, []) if _same_value(c, value)]
-        if not found:
-            return None
-        out[name] = found[0]
+        if found:
+            out[name] = found[0]
     return out
+
+
+def match_space(knobs: dict[str, Any], space: dict[str, list[Any]]) -> dict[str, Any] | None:
+    """``knobs`` expressed with the space's own values, or None if any knob is not a point of it."""
+    out = match_space_partial(knobs, space)
+    return out if len(out) == len(knobs) else None
 
 
 def shape_distance(a: list[list[int]], b: list[list[int]]) -> float:
@@ -358,17 +364,6 @@ def split_target_key(key: str) -> tuple[str, int | None]:
     """``"llvm/znver3/c16"`` -> ``("llvm/znver3", 16)``: the machine kind and its core count."""
     base, sep, cores = key.rpartition("/c")
     return (base, int(cores)) if sep and cores.isdigit() else (key, None)
-
-
-def match_space_partial(knobs: dict[str, Any], space: dict[str, list[Any]]) -> dict[str, Any]:
-    """The knobs of ``knobs`` that are points of ``space`` (in the space's own values); the others are
-    left to the template defaults. Any mix is valid: every point of a space must compile."""
-    out: dict[str, Any] = {}
-    for name, value in knobs.items():
-        found = [c for c in space.get(name, []) if _same_value(c, value)]
-        if found:
-            out[name] = found[0]
-    return out
 
 
 class TuningDatabase:
