@@ -33,6 +33,7 @@ from common import (  # noqa: E402
     default_threads,
     format_table,
     machine_info,
+    paired_ratio,
     plot_ratios,
     set_threads,
     time_interleaved,
@@ -117,8 +118,14 @@ def bench_layer(name: str, cin: int, cout: int, hw: int, k: int, stride: int, th
             "max_rel_err": err, "portable_ms": t["portable"].median_ms, "onnxruntime_ms": t["onnxruntime"].median_ms,
             "portable_p10_ms": t["portable"].p10_ms, "onnxruntime_p10_ms": t["onnxruntime"].p10_ms,
             "portable_vs_onnxruntime": t["portable"].median_ms / t["onnxruntime"].median_ms,
+            "portable_vs_onnxruntime_paired": paired_ratio(t["portable"], t["onnxruntime"]),
             "gflops": {"portable": flops / t["portable"].median_ms / 1e6,
                        "onnxruntime": flops / t["onnxruntime"].median_ms / 1e6}}
+
+
+def _interval(paired: dict[str, Any]) -> str:
+    """``median [lo, hi]`` of the per-round time ratios (``common.paired_ratio``)."""
+    return f"{paired['median']:.2f} [{paired['ci'][0]:.2f}, {paired['ci'][1]:.2f}]" if paired.get("ci") else "-"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,9 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         result["layers"][name] = bench_layer(name, cin, cout, hw, k, s, args.threads, args.repeat, args.rounds)
         write_json(args.out, result)
     rows = [[n, r["family"], f"{r['portable_ms']:.3f}", f"{r['onnxruntime_ms']:.3f}",
-             f"{r['portable_vs_onnxruntime']:.2f}", f"{r['gflops']['portable']:.0f}", f"{r['gflops']['onnxruntime']:.0f}"]
+             f"{r['portable_vs_onnxruntime']:.2f}", _interval(r["portable_vs_onnxruntime_paired"]),
+             f"{r['gflops']['portable']:.0f}", f"{r['gflops']['onnxruntime']:.0f}"]
             for n, r in result["layers"].items()]
-    print(format_table(["layer", "portable kernel", "portable ms", "MLAS ms", "portable/MLAS", "GFLOPS", "MLAS GFLOPS"],
+    print(format_table(["layer", "portable kernel", "portable ms", "MLAS ms", "portable/MLAS", "per-round ratio [95% CI]", "GFLOPS", "MLAS GFLOPS"],
                        rows))
     if not args.no_plot:
         plot_ratios(os.path.splitext(args.out)[0] + ".png",

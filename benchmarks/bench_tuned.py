@@ -31,6 +31,7 @@ from common import (  # noqa: E402
     format_table,
     machine_info,
     ort_session,
+    paired_ratio,
     plot_ratios,
     set_threads,
     time_interleaved,
@@ -201,7 +202,9 @@ def bench_one(name: str, model: Any, budget: str, log: str, threads: int, repeat
     out = {"tune_s": tune_s, "trials": summary.get("trials"), "max_abs_err_vs_" + competitor: err,
            **{f"{k}_ms": v.median_ms for k, v in t.items()},
            "tuned_vs_" + competitor: t["tuned"].median_ms / t[competitor].median_ms,
-           "untuned_vs_" + competitor: t["untuned"].median_ms / t[competitor].median_ms}
+           "untuned_vs_" + competitor: t["untuned"].median_ms / t[competitor].median_ms,
+           # per-round ratios: their median and its 95% bootstrap interval (common.paired_ratio)
+           "tuned_vs_" + competitor + "_paired": paired_ratio(t["tuned"], t[competitor])}
     if per_operator:
         out.update(operator_times(tuned, model, feeds, threads, repeat))
     if "tuned_kernel" in t:
@@ -213,6 +216,12 @@ def bench_one(name: str, model: Any, budget: str, log: str, threads: int, repeat
             out["gflops"]["onnxruntime_operator"] = flops / (out["onnxruntime_operator_ms"] * 1e-3) / 1e9
     print(f"{name}: {out}", flush=True)
     return out
+
+
+def _interval(result: dict[str, Any]) -> str:
+    """`` [lo, hi]``: the 95% interval of the tuned/competitor per-round ratio, if measured."""
+    paired = result.get("tuned_vs_onnxruntime_paired", result.get("tuned_vs_numpy_paired")) or {}
+    return f" [{paired['ci'][0]:.2f}, {paired['ci'][1]:.2f}]" if paired.get("ci") else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.out, result)
     rows = [[n, f"{r.get('untuned_ms', 0):.3f}", f"{r.get('tuned_ms', 0):.3f}",
              f"{r.get('onnxruntime_ms', r.get('numpy_ms', 0)):.3f}",
-             f"{r.get('tuned_vs_onnxruntime', r.get('tuned_vs_numpy', 0)):.2f}",
+             f"{r.get('tuned_vs_onnxruntime', r.get('tuned_vs_numpy', 0)):.2f}" + _interval(r),
              f"{r['operator_ms']:.3f} / {r['onnxruntime_operator_ms']:.3f} = {r['operator_vs_onnxruntime']:.2f}"
              if "operator_ms" in r else "-",
              f"{r['gflops']['tuned']:.1f}" if "gflops" in r else "-",
@@ -292,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
              if "operator_pct_of_peak" in r else "-",
              f"{r['tune_s']:.0f}" if r.get("tune_s") else "-"]
             for n, r in {**result["kernels"], **result["models"]}.items()]
-    print(format_table(["workload", "untuned ms", "tuned ms", "competitor ms", "tuned/competitor",
+    print(format_table(["workload", "untuned ms", "tuned ms", "competitor ms", "tuned/competitor [95% CI]",
                         "operator ms (portable / ORT = ratio)", "GFLOPS", "% peak", "operator % peak (portable / ORT)",
                         "tune s"], rows))
     plot_ratios(os.path.splitext(args.out)[0] + ".png",

@@ -16,7 +16,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -65,15 +65,17 @@ class Timing:
     p90_ms: float
     min_ms: float
     repeats: int
+    #: round of ``time_interleaved`` -> median of the block timed in it, for paired comparisons
+    block_ms: dict[int, float] = field(default_factory=dict)
 
     @classmethod
-    def from_seconds(cls, samples: Sequence[float]) -> "Timing":
-        """Summarise samples given in seconds."""
+    def from_seconds(cls, samples: Sequence[float], blocks: Mapping[int, Sequence[float]] | None = None) -> "Timing":
+        """Summarise samples given in seconds (``blocks``: the same samples by round)."""
         ms = np.asarray(samples, dtype=np.float64) * 1e3
         return cls(float(np.median(ms)), float(np.percentile(ms, 10)), float(np.percentile(ms, 90)),
-                   float(ms.min()), int(ms.size))
+                   float(ms.min()), int(ms.size), {r: float(np.median(b)) * 1e3 for r, b in (blocks or {}).items() if len(b)})
 
-    def to_dict(self) -> dict[str, float | int]:
+    def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""
         return asdict(self)
 
@@ -118,6 +120,7 @@ def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeat: int | Mapping
             took.append(time.perf_counter() - t0)
         block_warm[name] = max(1, int(np.ceil(BLOCK_WARMUP_S / max(float(np.min(took)), 1e-6))))
     samples: dict[str, list[float]] = {k: [] for k in fns}
+    blocks: dict[str, dict[int, list[float]]] = {k: {} for k in fns}
     # every other round runs the engines in reverse order, so none always follows the same one
     orders = [list(fns.items()), list(fns.items())[::-1]]
     for r in range(rounds):
@@ -128,11 +131,31 @@ def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeat: int | Mapping
             time.sleep(BLOCK_PAUSE_S)  # the previous engine's spinning worker threads go idle
             for _ in range(block_warm[name]):  # this engine's threads and data come back
                 fn()
+            block = blocks[name].setdefault(r, [])
             for _ in range(share):
                 t0 = time.perf_counter()
                 fn()
-                samples[name].append(time.perf_counter() - t0)
-    return {k: Timing.from_seconds(v) for k, v in samples.items() if v}
+                block.append(time.perf_counter() - t0)
+            samples[name] += block
+    return {k: Timing.from_seconds(v, blocks[k]) for k, v in samples.items() if v}
+
+
+def paired_ratio(ours: Timing, theirs: Timing, level: float = 0.95, resamples: int = 2000) -> dict[str, Any]:
+    """Time ratio ``ours / theirs`` from the blocks both engines ran in the same rounds of
+    ``time_interleaved``: the median of the per-round ratios, and a bootstrap ``level`` interval of
+    that median (rounds resampled with replacement; seeded). A round's two blocks ran seconds apart,
+    so a load change on the shared machine moves both; the interval says whether a ratio near 1 is
+    distinguishable from parity in this run."""
+    common = sorted(set(ours.block_ms) & set(theirs.block_ms))
+    n = len(common)
+    if n == 0:
+        return {"median": ours.median_ms / theirs.median_ms, "ci": None, "rounds": 0}
+    r = np.asarray([ours.block_ms[k] / theirs.block_ms[k] for k in common])
+    rng = np.random.default_rng(0)
+    boot = np.median(r[rng.integers(0, n, size=(resamples, n))], axis=1)
+    tail = (1 - level) / 2 * 100
+    return {"median": float(np.median(r)), "ci": [float(np.percentile(boot, tail)), float(np.percentile(boot, 100 - tail))],
+            "level": level, "rounds": n}
 
 
 def compare_outputs(got: Sequence[np.ndarray], ref: Sequence[np.ndarray]) -> dict[str, Any]:
