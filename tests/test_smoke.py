@@ -100,6 +100,37 @@ def test_step_call_reruns_one_kernel_on_planned_buffers(rng) -> None:  # type: i
     np.testing.assert_allclose(exe.read(out), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_run_reuses_an_output_only_once_nothing_refers_to_it(rng) -> None:  # type: ignore[no-untyped-def]
+    """run() writes into the array it returned last time only when the caller dropped it: a kept
+    result, a slice of it (whose base is the buffer, not the array), or a memoryview keep their
+    numbers while later calls run on other inputs (numpy oracle)."""
+    import numpy as np
+    from onnx import helper
+
+    import portable
+    from conftest import make_model
+
+    a = rng.standard_normal((16, 8)).astype(np.float32)
+    w = rng.standard_normal((8, 12)).astype(np.float32)
+    exe = portable.compile(make_model([helper.make_node("MatMul", ["a", "w"], ["y"])], {"a": a}, ["y"], {"w": w}),
+                           cache=False)
+
+    def run(scale: float) -> np.ndarray:
+        return exe.run(a * scale)[0]
+
+    kept = run(1.0)
+    row = run(2.0)[3]  # only a view survives
+    view = memoryview(run(3.0))
+    for scale in (4.0, 5.0, 6.0):
+        np.testing.assert_allclose(run(scale), scale * (a @ w), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(kept, a @ w, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(row, 2 * (a @ w)[3], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(view), 3 * (a @ w), rtol=1e-4, atol=1e-4)
+    first = id(run(7.0))  # dropped at once: the next call writes into the same array
+    assert id(run(8.0)) == first
+    assert run(9.0).ctypes.data % 64 == 0
+
+
 @pytest.mark.parametrize("form", ["half_first", "half_last"])
 def test_written_out_gelu_becomes_one_matmul_epilogue(rng, form: str) -> None:  # type: ignore[no-untyped-def]
     """x*0.5*(1+erf(x/sqrt2)) after MatMul+Add is rewritten to Gelu and fused: one kernel, same numbers."""
