@@ -219,9 +219,9 @@ def bench_one(name: str, model: Any, budget: str, log: str, threads: int, repeat
 
 
 def _interval(result: dict[str, Any]) -> str:
-    """`` [lo, hi]``: the 95% interval of the tuned/competitor per-round ratio, if measured."""
+    """`` (per round m [lo, hi])``: median of the tuned/competitor per-round ratios and its 95% interval."""
     paired = result.get("tuned_vs_onnxruntime_paired", result.get("tuned_vs_numpy_paired")) or {}
-    return f" [{paired['ci'][0]:.2f}, {paired['ci'][1]:.2f}]" if paired.get("ci") else ""
+    return f" (per round {paired['median']:.2f} [{paired['ci'][0]:.2f}, {paired['ci'][1]:.2f}])" if paired.get("ci") else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
              if "operator_pct_of_peak" in r else "-",
              f"{r['tune_s']:.0f}" if r.get("tune_s") else "-"]
             for n, r in {**result["kernels"], **result["models"]}.items()]
-    print(format_table(["workload", "untuned ms", "tuned ms", "competitor ms", "tuned/competitor [95% CI]",
+    print(format_table(["workload", "untuned ms", "tuned ms", "competitor ms", "tuned/competitor (per-round median [95% CI])",
                         "operator ms (portable / ORT = ratio)", "GFLOPS", "% peak", "operator % peak (portable / ORT)",
                         "tune s"], rows))
     plot_ratios(os.path.splitext(args.out)[0] + ".png",
