@@ -116,8 +116,9 @@ class TaskScheduler:
         self.progress = progress
         self.alpha = alpha
         self.confirm = confirm
-        paths = list(dict.fromkeys([*log_files(), self.log_path]))
-        db = load_database(paths) if resume else None
+        #: every log read for resuming and seeding: the log directories' files and this run's own log
+        self.read_logs = list(dict.fromkeys([*log_files(), self.log_path]))
+        db = load_database(self.read_logs) if resume else None
         self.states = [TaskState(t, TaskSearch(t.space(), t.defaults(), seed=seed + i, seeds=_logged_seeds(t, db)))
                        for i, t in enumerate(tasks)]
         self.used = 0
@@ -125,8 +126,7 @@ class TaskScheduler:
 
     # ------------------------------------------------------------------------------------ resume
     def _resume(self) -> None:
-        paths = list(dict.fromkeys([*log_files(), self.log_path]))
-        records = load_all(paths) if self.resume else []
+        records = load_all(self.read_logs) if self.resume else []
         for st in self.states:
             t = st.task
             defaults_id = _kid(st.search.defaults)
