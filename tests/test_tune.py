@@ -725,14 +725,14 @@ def test_tuning_a_new_core_count_starts_from_the_sibling_targets_best(tmp_path: 
     logged = {k: point[k] for k in tunable[:1]}  # a record written when the template had one knob
     log = str(tmp_path / "l.jsonl")
     write_records(log, [_rec(task.workload, 1e-3, logged, target=f"{base}/c{cores * 8}", shape=task.shape)])
-    seeds = _logged_seeds(task, load_database([log]))
+    seeds = _logged_seeds(task, space, defaults, load_database([log]))
     assert seeds == [task.template().with_logged(defaults, logged)]
     assert seeds[0][tunable[0]] == point[tunable[0]] and set(seeds[0]) == set(space)
     first = TaskSearch(space, defaults, seeds=seeds).propose(4)
     assert first[:2] == [defaults, seeds[0]]
     write_records(log, [_rec(task.workload, 1e-3, defaults, target=task.target.key, shape=task.shape)])
-    assert _logged_seeds(task, load_database([log])) == [defaults]  # its own record: resumed, not re-measured
-    assert _logged_seeds(task, load_database([str(tmp_path / "none.jsonl")])) == []
+    assert _logged_seeds(task, space, defaults, load_database([log])) == [defaults]  # its own record: resumed, not re-measured
+    assert _logged_seeds(task, space, defaults, load_database([str(tmp_path / "none.jsonl")])) == []
 
 
 # -------------------------------------------------------------------------------------- end to end

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .measure import MeasureError, Measurer, MeasureResult
-from .records import (Record, TuningDatabase, append_record, default_user_log, load_all, load_database,
-                      load_records, log_files)
+from .records import Record, TuningDatabase, append_record, default_user_log, load_all, load_records, log_files
 from .search import TaskSearch
 from .tasks import Task
 
@@ -32,15 +31,16 @@ log = logging.getLogger("portable.tune")
 CONFIRM_SHARE = 0.1
 
 
-def _logged_seeds(task: Task, db: TuningDatabase | None) -> list[dict[str, Any]]:
-    """The point the compiler would take from the logs for ``task``, to be measured first. Its own
-    best record on this target is resumed anyway; without one this is a sibling target's best or a
-    transferred shape's, so on a new machine of a known CPU the search starts from the shipped logs."""
-    if db is None or not db.knows(task.family, task.target.key):
+def _logged_seeds(task: Task, space: dict[str, list[Any]], defaults: dict[str, Any] | None,
+                  db: TuningDatabase) -> list[dict[str, Any]]:
+    """The point the compiler would take from the logs for ``task`` (knob ``space``, template
+    ``defaults``), to be measured first. Its own best record on this target is resumed anyway;
+    without one this is a sibling target's best or a transferred shape's, so on a new machine of a
+    known CPU the search starts from the shipped logs."""
+    if not db.knows(task.family, task.target.key):
         return []
-    space = task.space()
     knobs = db.choose(task.workload, task.family, task.target.key, space, task.shape, task.dtypes)
-    return [task.template().with_logged(task.defaults(), knobs)] if knobs else []
+    return [task.template().with_logged(defaults or {}, knobs)] if knobs else []
 
 
 @dataclass
@@ -116,17 +116,18 @@ class TaskScheduler:
         self.progress = progress
         self.alpha = alpha
         self.confirm = confirm
-        #: every log read for resuming and seeding: the log directories' files and this run's own log
-        self.read_logs = list(dict.fromkeys([*log_files(), self.log_path]))
-        db = load_database(self.read_logs) if resume else None
-        self.states = [TaskState(t, TaskSearch(t.space(), t.defaults(), seed=seed + i, seeds=_logged_seeds(t, db)))
-                       for i, t in enumerate(tasks)]
+        self.states = [TaskState(t, TaskSearch(t.space(), t.defaults(), seed=seed + i)) for i, t in enumerate(tasks)]
         self.used = 0
         self.curve: list[tuple[int, float, float]] = []  # (trial, elapsed s, weighted best total)
 
     # ------------------------------------------------------------------------------------ resume
     def _resume(self) -> None:
-        records = load_all(self.read_logs) if self.resume else []
+        """Observe every logged measurement of each task's kernel on its target, and seed each search
+        with the point the logs suggest (``_logged_seeds``); the logs are read once, here."""
+        if not self.resume:
+            return
+        records = load_all(list(dict.fromkeys([*log_files(), self.log_path])))
+        db = TuningDatabase(records)
         for st in self.states:
             t = st.task
             defaults_id = _kid(st.search.defaults)
@@ -134,6 +135,7 @@ class TaskScheduler:
                 if r.workload == t.workload and r.target == t.target.key and not st.search.seen(r.knobs):
                     st.observe(r.knobs, r.median_s if r.ok else None, _kid(r.knobs) == defaults_id)
                     st.resumed += 1
+            st.search.seeds = _logged_seeds(t, st.search.space, st.search.defaults, db)
 
     # -------------------------------------------------------------------------------------- loop
     def run(self) -> dict[str, Any]:
