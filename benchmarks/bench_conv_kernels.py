@@ -31,6 +31,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     default_threads,
+    format_paired,
     format_table,
     machine_info,
     paired_ratio,
@@ -123,11 +124,6 @@ def bench_layer(name: str, cin: int, cout: int, hw: int, k: int, stride: int, th
                        "onnxruntime": flops / t["onnxruntime"].median_ms / 1e6}}
 
 
-def _interval(paired: dict[str, Any]) -> str:
-    """``median [lo, hi]`` of the per-round time ratios (``common.paired_ratio``)."""
-    return f"{paired['median']:.2f} [{paired['ci'][0]:.2f}, {paired['ci'][1]:.2f}]" if paired.get("ci") else "-"
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -152,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         result["layers"][name] = bench_layer(name, cin, cout, hw, k, s, args.threads, args.repeat, args.rounds)
         write_json(args.out, result)
     rows = [[n, r["family"], f"{r['portable_ms']:.3f}", f"{r['onnxruntime_ms']:.3f}",
-             f"{r['portable_vs_onnxruntime']:.2f}", _interval(r["portable_vs_onnxruntime_paired"]),
+             f"{r['portable_vs_onnxruntime']:.2f}", format_paired(r["portable_vs_onnxruntime_paired"]),
              f"{r['gflops']['portable']:.0f}", f"{r['gflops']['onnxruntime']:.0f}"]
             for n, r in result["layers"].items()]
     print(format_table(["layer", "portable kernel", "portable ms", "MLAS ms", "portable/MLAS", "per-round ratio [95% CI]", "GFLOPS", "MLAS GFLOPS"],

@@ -28,6 +28,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     default_threads,
+    format_paired,
     format_table,
     machine_info,
     ort_session,
@@ -220,8 +221,8 @@ def bench_one(name: str, model: Any, budget: str, log: str, threads: int, repeat
 
 def _interval(result: dict[str, Any]) -> str:
     """`` (per round m [lo, hi])``: median of the tuned/competitor per-round ratios and its 95% interval."""
-    paired = result.get("tuned_vs_onnxruntime_paired", result.get("tuned_vs_numpy_paired")) or {}
-    return f" (per round {paired['median']:.2f} [{paired['ci'][0]:.2f}, {paired['ci'][1]:.2f}])" if paired.get("ci") else ""
+    paired = result.get("tuned_vs_onnxruntime_paired", result.get("tuned_vs_numpy_paired"))
+    return f" (per round {format_paired(paired)})" if paired and paired.get("ci") else ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -158,6 +158,13 @@ def paired_ratio(ours: Timing, theirs: Timing, level: float = 0.95, resamples: i
             "level": level, "rounds": n}
 
 
+def format_paired(paired: Mapping[str, Any] | None) -> str:
+    """``median [lo, hi]`` of a ``paired_ratio`` result, or "-" where no interval was measured."""
+    if not paired or not paired.get("ci"):
+        return "-"
+    return f"{paired['median']:.2f} [{paired['ci'][0]:.2f}, {paired['ci'][1]:.2f}]"
+
+
 def compare_outputs(got: Sequence[np.ndarray], ref: Sequence[np.ndarray]) -> dict[str, Any]:
     """Max absolute error and max error relative to the largest |ref| value, over all outputs.
 
