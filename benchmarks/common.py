@@ -119,8 +119,7 @@ def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeat: int | Mapping
             fn()
             took.append(time.perf_counter() - t0)
         block_warm[name] = max(1, int(np.ceil(BLOCK_WARMUP_S / max(float(np.min(took)), 1e-6))))
-    samples: dict[str, list[float]] = {k: [] for k in fns}
-    blocks: dict[str, dict[int, list[float]]] = {k: {} for k in fns}
+    blocks: dict[str, dict[int, list[float]]] = {k: {} for k in fns}  # name -> round -> samples
     # every other round runs the engines in reverse order, so none always follows the same one
     orders = [list(fns.items()), list(fns.items())[::-1]]
     for r in range(rounds):
@@ -136,7 +135,7 @@ def time_interleaved(fns: Mapping[str, Callable[[], Any]], repeat: int | Mapping
                 t0 = time.perf_counter()
                 fn()
                 block.append(time.perf_counter() - t0)
-            samples[name] += block
+    samples = {k: [x for block in by_round.values() for x in block] for k, by_round in blocks.items()}
     return {k: Timing.from_seconds(v, blocks[k]) for k, v in samples.items() if v}
 
 
