@@ -662,8 +662,9 @@ def test_lookup_exact_then_transfer_then_none(tmp_path: Any) -> None:
 
 def test_lookup_reads_sibling_targets_of_the_same_cpu(tmp_path: Any) -> None:
     """Records of the same CPU with another core count serve a target without its own: the nearest
-    core count first, knob values outside this space left at the default; the own target's record,
-    and nothing of another CPU, wins; the compiled kernel still computes the product."""
+    core count first, knob values outside this space left at the default; the own target's best
+    record that is a point of the space, and nothing of another CPU, wins; the compiled kernel still
+    computes the product."""
     from portable.compiler.build import compile_graph
     from portable.compiler.fuse import fuse
     from portable.compiler.lower import lower_group
@@ -705,6 +706,8 @@ def test_lookup_reads_sibling_targets_of_the_same_cpu(tmp_path: Any) -> None:
     assert {k: used[k] for k in partial} == partial
     a = np.random.default_rng(1).standard_normal((64, 64)).astype(np.float32)
     np.testing.assert_allclose(exe.run(a)[0], a @ g.constants["B"], rtol=1e-4, atol=1e-4)
+    # the own best point that the space no longer offers gives way to the own next best, not a sibling's
+    assert lookup_with(rec(bad, tgt.key, 1e-6), rec(mine, tgt.key), rec(far, f"{base}/c{cores * 4}", 1e-7)) == mine
 
 
 def test_tuning_a_new_core_count_starts_from_the_sibling_targets_best(tmp_path: Any) -> None:

@@ -379,7 +379,10 @@ class TuningDatabase:
 
     def __init__(self, records: Iterable[Record]):
         """Index ``records`` (failed and unverified ones are ignored)."""
-        self.best = best(records)
+        #: every verified knob point per (workload, target), best first (``_ranked_points``)
+        self.ranked = {key: [dataclasses.replace(point[-1], median_s=mid) for mid, point in _ranked_points(recs)]
+                       for key, recs in _verified_groups(records).items()}
+        self.best = {key: points[0] for key, points in self.ranked.items()}
         self.by_family: dict[tuple[str, str], list[Record]] = {}
         for r in self.best.values():
             self.by_family.setdefault((r.family, r.target), []).append(r)
@@ -395,9 +398,13 @@ class TuningDatabase:
                  for b, c in [split_target_key(t)] if b == base and c]
         return [t for _, _, t in sorted(found)]
 
-    def exact(self, workload: str, target: str) -> Record | None:
-        """Best verified record of exactly this kernel on this target."""
-        return self.best.get((workload, target))
+    def exact(self, workload: str, target: str, space: dict[str, list[Any]] | None = None) -> Record | None:
+        """Best verified record of exactly this kernel on this target (with ``space``: the best whose
+        knobs are all points of it, so a point a template no longer offers gives way to the next)."""
+        if space is None:
+            return self.best.get((workload, target))
+        return next((r for r in self.ranked.get((workload, target), []) if match_space(r.knobs, space) is not None),
+                    None)
 
     def transfer(self, family: str, target: str, shape: list[list[int]], dtypes: list[str],
                  space: dict[str, list[Any]]) -> tuple[Record, dict[str, Any]] | None:
@@ -421,7 +428,7 @@ class TuningDatabase:
         target, then on a sibling target (its knobs that are valid here), then the nearest tuned shape
         on this target, then on a sibling; else None (the template defaults)."""
         targets = [target, *self.siblings(target)]
-        own = self.exact(workload, target)
+        own = self.exact(workload, target, space)
         if own is not None and (knobs := match_space(own.knobs, space)) is not None:
             return knobs
         for t in targets[1:]:
