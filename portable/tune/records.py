@@ -261,14 +261,16 @@ def _verified_groups(records: Iterable[Record]) -> dict[tuple[str, str], list[Re
     return groups
 
 
+def ranked(records: Iterable[Record]) -> dict[tuple[str, str], list[Record]]:
+    """Every verified knob point per (workload, target), best first (``_ranked_points``), each as one
+    record carrying the point's median time."""
+    return {key: [dataclasses.replace(point[-1], median_s=mid) for mid, point in _ranked_points(recs)]
+            for key, recs in _verified_groups(records).items()}
+
+
 def best(records: Iterable[Record]) -> dict[tuple[str, str], Record]:
-    """Fastest verified knob point per (workload, target), as one record carrying the point's
-    median time (ranking: ``_ranked_points``)."""
-    out: dict[tuple[str, str], Record] = {}
-    for key, recs in _verified_groups(records).items():
-        mid, point = _ranked_points(recs)[0]
-        out[key] = dataclasses.replace(point[-1], median_s=mid)
-    return out
+    """Fastest verified knob point per (workload, target) (see ``ranked``)."""
+    return {key: points[0] for key, points in ranked(records).items()}
 
 
 def merge(paths: Iterable[str], out: str) -> int:
@@ -379,9 +381,8 @@ class TuningDatabase:
 
     def __init__(self, records: Iterable[Record]):
         """Index ``records`` (failed and unverified ones are ignored)."""
-        #: every verified knob point per (workload, target), best first (``_ranked_points``)
-        self.ranked = {key: [dataclasses.replace(point[-1], median_s=mid) for mid, point in _ranked_points(recs)]
-                       for key, recs in _verified_groups(records).items()}
+        #: every verified knob point per (workload, target), best first
+        self.ranked = ranked(records)
         self.best = {key: points[0] for key, points in self.ranked.items()}
         self.by_family: dict[tuple[str, str], list[Record]] = {}
         for r in self.best.values():
@@ -398,13 +399,17 @@ class TuningDatabase:
                  for b, c in [split_target_key(t)] if b == base and c]
         return [t for _, _, t in sorted(found)]
 
-    def exact(self, workload: str, target: str, space: dict[str, list[Any]] | None = None) -> Record | None:
-        """Best verified record of exactly this kernel on this target (with ``space``: the best whose
-        knobs are all points of it, so a point a template no longer offers gives way to the next)."""
-        if space is None:
-            return self.best.get((workload, target))
-        return next((r for r in self.ranked.get((workload, target), []) if match_space(r.knobs, space) is not None),
-                    None)
+    def exact(self, workload: str, target: str) -> Record | None:
+        """Best verified record of exactly this kernel on this target."""
+        return self.best.get((workload, target))
+
+    def own_knobs(self, workload: str, target: str, space: dict[str, list[Any]]) -> dict[str, Any] | None:
+        """Knobs of this kernel's best record on this target whose knobs are all points of ``space``
+        (a point the template no longer offers gives way to the next best), in the space's values."""
+        for rec in self.ranked.get((workload, target), []):
+            if (knobs := match_space(rec.knobs, space)) is not None:
+                return knobs
+        return None
 
     def transfer(self, family: str, target: str, shape: list[list[int]], dtypes: list[str],
                  space: dict[str, list[Any]]) -> tuple[Record, dict[str, Any]] | None:
@@ -428,9 +433,9 @@ class TuningDatabase:
         target, then on a sibling target (its knobs that are valid here), then the nearest tuned shape
         on this target, then on a sibling; else None (the template defaults)."""
         targets = [target, *self.siblings(target)]
-        own = self.exact(workload, target, space)
-        if own is not None and (knobs := match_space(own.knobs, space)) is not None:
-            return knobs
+        own = self.own_knobs(workload, target, space)
+        if own is not None:
+            return own
         for t in targets[1:]:
             rec = self.exact(workload, t)
             if rec is not None and (knobs := match_space_partial(rec.knobs, space)):
