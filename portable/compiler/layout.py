@@ -157,10 +157,17 @@ class _Rewriter:
         pads = conv_pads(attrs, info.shape[2:], [kh, kw], strides, dil)
         onnx_pads = [pads[0][0], pads[1][0], pads[0][1], pads[1][1]]
         out_hw = [info.shape[2 + i] + sum(pads[i]) - kk + 1 for i, kk in enumerate((kh, kw))]
-        # an NCHW input with at least a block of channels is converted (0.05 ms for 64 x 56 x 56): the
-        # NCHW-input kernel is for few-channel first layers (64 -> 128 3x3/2 at 56x56: 2.5 ms vs 0.9)
-        # and for strided pointwise convolutions, which read 1/(sh*sw) of the pixels a conversion
-        # would move (128 -> 256 1x1/2 at 28x28: 0.070 ms vs conversion 0.025 + 0.091, 2 threads)
+        # an NCHW input with at least a block of channels is converted (0.04-0.06 ms for 64 x 56 x 56):
+        # the NCHW-input kernel is for few-channel first layers and for strided pointwise
+        # convolutions, which read 1/(sh*sw) of the pixels a conversion would move (128 -> 256 1x1/2
+        # at 28x28: 0.070 ms vs conversion 0.025 + 0.091, 2 threads). 64 -> 128 3x3/2 at 56x56 (2
+        # threads, whole one-layer model, two 30-round runs in one process each): converted 0.666 and
+        # 0.698 ms; NCHW input with the padding inlined 0.646 and 0.673 (tuned; bounds branches and
+        # two spilled accumulators eat most of the saved conversion: within the run-to-run spread);
+        # with the padding materialised 0.85-1.1 ms (channel loop outside the window: LLVM shares
+        # broadcasts between the unrolled kx steps, as stride 2 makes column 2j+2 both (j, kx=2) and
+        # (j+1, kx=0), and spills up to 8 accumulators; channel loop inside: every step reads another
+        # 13 KiB channel plane, a new 4 KiB page)
         strided_pointwise = (kh, kw) == (1, 1) and max(strides) > 1
         blocked_in = depthwise or x in self.blocked or (c >= self.block and not strided_pointwise)
         use_winograd = (self.winograd and blocked_in and not depthwise and (kh, kw) == (3, 3)
