@@ -131,9 +131,15 @@ class TaskScheduler:
         for st in self.states:
             t = st.task
             defaults_id = _kid(st.search.defaults)
+            template = t.template()
             for r in records:
-                if r.workload == t.workload and r.target == t.target.key and not st.search.seen(r.knobs):
-                    st.observe(r.knobs, r.median_s if r.ok else None, _kid(r.knobs) == defaults_id)
+                if r.workload != t.workload or r.target != t.target.key:
+                    continue
+                # the whole point a record stands for: one logged before a knob existed lacks it, and
+                # is the same schedule as the point with that knob's value filled in
+                knobs = template.with_logged(st.search.defaults, r.knobs)
+                if not st.search.seen(knobs):
+                    st.observe(knobs, r.median_s if r.ok else None, _kid(knobs) == defaults_id)
                     st.resumed += 1
             st.search.seeds = _logged_seeds(t, st.search.space, st.search.defaults, db)
 
@@ -172,12 +178,15 @@ class TaskScheduler:
         return budget_s is not None and time.monotonic() - start >= budget_s
 
     def _confirm(self, st: TaskState) -> None:
-        """Measure the task's ``confirm`` fastest points and its default once more (all in one batch).
+        """Measure the task's ``confirm`` fastest points and its default once more, against each other.
 
-        On a shared machine a single sample can be several times too fast or too slow; picking the
-        minimum over many candidates then favours lucky samples. Records of a point are combined by
-        their median when the compiler picks the best (``records.best``), so a lucky leader that is
-        slow on re-measurement loses its place. These measurements are logged but are not trials.
+        On a shared machine a single sample can be several times too fast or too slow, and the
+        machine's speed drifts over minutes; picking the minimum over many candidates timed at
+        different moments favours lucky samples. So the leaders are timed side by side, in
+        alternating rounds in one process (``Measurer.measure_paired``), and the compiler ranks a
+        workload's points by its latest such batch (``records.best``). Where a paired run is not
+        possible (RPC), they are re-measured one by one and combined by their median instead.
+        These measurements are logged but are not trials.
         """
         if not self.confirm or st.error is not None or len(st.samples) < 2:
             return
@@ -186,8 +195,9 @@ class TaskScheduler:
         if default_id in st.samples and default_id not in ranked:
             ranked.append(default_id)
         cands = [st.knobs_of[k] for k in ranked]
+        measure = getattr(self.measurer, "measure_paired", self.measurer.measure)
         try:
-            results = self.measurer.measure(st.task, cands)
+            results = measure(st.task, cands)
         except MeasureError as exc:
             log.warning("could not confirm %s: %s", st.task.name, exc)
             return
@@ -195,7 +205,10 @@ class TaskScheduler:
             append_record(self.log_path, res.to_record(st.task))
             if res.ok:
                 st.samples[_kid(res.knobs)].append(res.median_s)  # type: ignore[arg-type]
-        med = {k: statistics.median(v) for k, v in st.samples.items() if k in ranked}
+        paired = {_kid(r.knobs): r.median_s for r in results if r.ok and r.paired}
+        med = paired or {k: statistics.median(v) for k, v in st.samples.items() if k in ranked}
+        if not med:
+            return
         winner = min(med, key=med.get)  # type: ignore[arg-type]
         st.best_s, st.best_knobs = med[winner], dict(st.knobs_of[winner])
         if default_id in med:
