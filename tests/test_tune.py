@@ -464,28 +464,6 @@ def test_parallel_builders_compile_a_batch_and_survive_a_crashing_build(tiny_mat
         assert r.ok and r.median_s > 0 and r.build_s > 0, r.error
 
 
-def test_paired_measurement_times_leaders_side_by_side(tiny_matmul_task: Any) -> None:
-    """Leaders timed in alternating rounds in one worker share one batch id and carry their own times;
-    a candidate that fails its check is a failure outside the batch, and the others are still paired."""
-    from portable.tune.measure import MeasureOptions, Measurer
-
-    task = _elemwise_task()
-    good = task.defaults()
-    other = {**good, "vectorize": not good["vectorize"]}
-    bad = {**good, "chunks_per_core": None}
-    with Measurer(MeasureOptions(timeout_s=60, repeat=2, min_repeat_ms=1), builders=2) as m:
-        res = m.measure_paired(task, [good, bad, other], rounds=3)
-        single = m.measure_paired(tiny_matmul_task, [tiny_matmul_task.defaults()])
-    assert [r.knobs for r in res] == [good, bad, other]
-    assert res[1].error and not res[1].verified and not res[1].paired
-    assert res[0].ok and res[2].ok, (res[0].error, res[2].error)
-    assert res[0].paired and res[0].paired == res[2].paired
-    assert res[0].median_s > 0 and res[2].median_s > 0 and res[0].std_s is not None
-    # one candidate has nothing to be paired with: measured as usual
-    assert single[0].ok and not single[0].paired
-    assert res[0].to_record(task).paired == res[0].paired
-
-
 def test_outputs_match_detects_wrong_results() -> None:
     """The candidate check rejects a perturbed output and accepts rounding-level differences."""
     from portable.tune._worker import outputs_match
@@ -545,28 +523,6 @@ def test_best_ranks_a_repeatedly_measured_point_by_its_median(tmp_path: Any) -> 
     write_records(path, recs)
     assert prune(path, keep=1) == 2
     assert {r.median_s for r in load_records(path)} == {2.0, 2.2}
-
-
-def test_best_ranks_by_the_latest_paired_batch(tmp_path: Any) -> None:
-    """Points timed side by side (one paired batch) are ranked by that batch, ahead of points timed
-    at other moments, even where an unpaired median looks faster; a newer batch supersedes an older."""
-    import dataclasses
-
-    from portable.tune.records import best, load_records, prune, write_records
-
-    a, b, c = {"mr": 4}, {"mr": 8}, {"mr": 16}
-    old = [dataclasses.replace(_rec("w", t, k), paired="old", timestamp=10.0) for t, k in ((1.0, a), (1.5, b))]
-    recs = [_rec("w", 0.5, c), _rec("w", 0.6, c), *old]
-    (winner,) = best(recs).values()
-    assert winner.knobs == a and winner.median_s == pytest.approx(1.0)
-    new = [dataclasses.replace(_rec("w", t, k), paired="new", timestamp=20.0) for t, k in ((2.0, a), (1.8, b))]
-    (winner,) = best(recs + new).values()
-    assert winner.knobs == b and winner.median_s == pytest.approx(1.8)
-    path = str(tmp_path / "l.jsonl")
-    write_records(path, recs + new)
-    assert prune(path, keep=1) == 2  # every record of the winning point
-    (kept,) = best(load_records(path)).values()
-    assert kept.knobs == b
 
 
 def test_prune_keeps_the_point_best_picks(tmp_path: Any) -> None:
@@ -807,12 +763,7 @@ def test_tune_tiny_matmul_end_to_end_then_compile_uses_best(tmp_path: Any, monke
     assert len({knob_id(r.knobs) for r in recs}) == 9, "the search proposed a point twice"
     assert 9 < len(recs) <= 9 + 2 * 4
     assert all(r.verified for r in recs), [r.error for r in recs]
-    # each run timed its leaders side by side once: two batches, and best picks from the newer one
-    batches = {r.paired for r in recs if r.paired}
-    assert len(batches) == 2
     (best,) = best_records(recs).values()
-    newest = max((r for r in recs if r.paired), key=lambda r: r.timestamp).paired
-    assert best.paired == newest
 
     a = np.random.default_rng(1).standard_normal((32, 16)).astype(np.float32)
     b = np.random.default_rng(2).standard_normal((16, 24)).astype(np.float32)
@@ -821,6 +772,26 @@ def test_tune_tiny_matmul_end_to_end_then_compile_uses_best(tmp_path: Any, monke
     used = [k["knobs"] for k in exe.plan.kernels.values() if k["workload"] == best.workload]
     assert used == [best.knobs]
     np.testing.assert_allclose(exe.run(a=a)[0], a @ b, rtol=1e-4, atol=1e-4)
+
+
+def test_resume_merges_a_record_logged_before_a_knob_existed(tiny_matmul_task: Any, tmp_path: Any) -> None:
+    """A record lacking a knob stands for the point with that knob at its default: on resume it is the
+    same point as the full record (one point, seen once), not a second candidate to re-measure."""
+    from portable.tune.records import write_records
+    from portable.tune.scheduler import TaskScheduler
+
+    task = tiny_matmul_task
+    full = task.defaults()
+    partial = {k: v for k, v in full.items() if k != "b_panels"}
+    other = {**full, "mr": 4}
+    recs = [_rec(task.workload, t, k, target=task.target.key) for t, k in ((1e-5, full), (2e-5, partial), (3e-5, other))]
+    log = str(tmp_path / "l.jsonl")
+    write_records(log, recs)
+    sched = TaskScheduler([task], log_path=log, trials=0, confirm=0, progress=False)
+    sched._resume()
+    (st,) = sched.states
+    assert st.resumed == 2 and len(st.samples) == 2
+    assert st.default_s == pytest.approx(1e-5)
 
 
 def test_tasks_of_a_model_are_weighted_by_occurrence() -> None:

@@ -230,55 +230,8 @@ class Worker:
         elif fault == "raise":
             raise RuntimeError("injected failure")
         task = self.tasks[msg["task_id"]]
-        ready = self._checked_candidate(task, msg["knobs"], msg.get("prebuilt"))
-        if "error" in ready:
-            return ready
-        try:
-            _, times = self.run(task, ready["ex"], ready["inputs"], timing=True)
-        except Exception as exc:
-            return {"ok": False, "error": f"run: {type(exc).__name__}: {exc}", "build_s": ready["build_s"]}
-        return {"ok": True, "verified": True, "median_s": float(np.median(times)), "std_s": float(np.std(times)),
-                "build_s": ready["build_s"]}
-
-    def measure_paired(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """Check several candidates, then time them in ``msg["rounds"]`` alternating rounds (local only).
-
-        Each round times every candidate once (``time_evaluator`` as in ``measure``), in reverse order
-        every other round, so a slow or fast phase of a shared machine hits all of them alike and
-        their times compare directly; measured one after another, minutes apart, they need not. A
-        candidate's time is the median of its round medians, its std their spread.
-        """
-        import tvm
-
-        task = self.tasks[msg["task_id"]]
-        if task["runner"]:
-            return {"ok": False, "error": "paired measurement runs on this machine only"}
-        replies: list[dict[str, Any] | None] = []
-        timed: list[tuple[int, Any, list[Any]]] = []  # (candidate index, timer, arguments)
-        dev = tvm.cpu(0)
-        for cand in msg["candidates"]:
-            ready = self._checked_candidate(task, cand["knobs"], cand.get("prebuilt"))
-            if "error" in ready:
-                replies.append(ready)
-                continue
-            replies.append({"ok": True, "verified": True, "build_s": ready["build_s"]})
-            args = [tvm.runtime.tensor(a, dev) for a in ready["inputs"]]
-            args += [tvm.runtime.tensor(np.zeros(s, dtype=d), dev) for s, d in zip(task["out_shapes"], task["out_dtypes"])]
-            timed.append((len(replies) - 1, ready["ex"].mod.time_evaluator("main", dev, **_timer_args(task["options"])),
-                          args))
-        rounds: dict[int, list[float]] = {i: [] for i, _, _ in timed}
-        for r in range(int(msg["rounds"])):
-            for i, timer, args in (timed if r % 2 == 0 else timed[::-1]):
-                rounds[i].append(float(np.median(timer(*args).results)))
-        for i, times in rounds.items():
-            replies[i].update(median_s=float(np.median(times)), std_s=float(np.std(times)), round_s=times)  # type: ignore[union-attr]
-        return {"ok": True, "results": replies}
-
-    def _checked_candidate(self, task: dict[str, Any], knobs: dict[str, Any] | None,
-                           prebuilt: dict[str, Any] | None) -> dict[str, Any]:
-        """Build (or load) a candidate, run it once and compare with the reference: ``{"ex", "inputs",
-        "build_s"}``, or a failure reply ``{"ok": False, "error", "build_s"}``."""
         t0 = time.perf_counter()
+        prebuilt = msg.get("prebuilt")
         if prebuilt is not None:  # compiled by a builder process: load it (the build time is the builder's)
             import tvm
 
@@ -286,13 +239,12 @@ class Worker:
                 prebuilt["build_s"]
         else:
             try:
-                ex, rewrites = self.build(task, knobs)
+                ex, rewrites = self.build(task, msg["knobs"])
             except _StageError as exc:
                 return {"ok": False, "error": str(exc), "build_s": time.perf_counter() - t0}
             build_s = time.perf_counter() - t0
-        inputs = self.arguments(task, rewrites)
         try:
-            outs, _ = self.run(task, ex, inputs, timing=False)
+            outs, _ = self.run(task, ex, self.arguments(task, rewrites), timing=False)
         except Exception as exc:
             return {"ok": False, "error": f"run: {type(exc).__name__}: {exc}", "build_s": build_s}
         opt = task["options"]
@@ -301,7 +253,13 @@ class Worker:
             if not ok:
                 return {"ok": False, "error": f"mismatch: output {i} differs from the reference: {detail}",
                         "build_s": build_s}
-        return {"ex": ex, "inputs": inputs, "build_s": build_s}
+        try:
+            _, times = self.run(task, ex, self.arguments(task, rewrites), timing=True)
+        except Exception as exc:
+            return {"ok": False, "error": f"run: {type(exc).__name__}: {exc}", "build_s": build_s}
+        return {"ok": True, "verified": True, "median_s": float(np.median(times)), "std_s": float(np.std(times)),
+                "build_s": build_s}
+
 
     def compile(self, msg: dict[str, Any]) -> dict[str, Any]:
         """Builder request: schedule and compile one candidate into a shared library at ``msg["path"]``."""

@@ -72,7 +72,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("model", nargs="?", help="ONNX model")
     t.add_argument("--target", default="host")
     t.add_argument("--trials", type=int, help="measured candidates in total (0 with --resume: no new candidates, "
-                   "only re-time each kernel's logged leaders side by side)")
+                   "only re-measure each kernel's logged leaders)")
     t.add_argument("--budget", help="wall time: 90s, 15m, 1h")
     t.add_argument("--resume", dest="resume", action="store_true", default=True,
                    help="skip candidates already in the logs (default)")

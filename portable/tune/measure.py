@@ -10,21 +10,17 @@ TVM's ``time_evaluator``, locally or on a remote device over ``tvm.rpc`` (``rpc=
 
 from __future__ import annotations
 
-import logging
 import os
 import select
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from .records import Record, make_record
 from .tasks import Task
-
-log = logging.getLogger("portable.tune")
 
 _ROOTS = {os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}
 
@@ -55,8 +51,6 @@ class MeasureResult:
     verified: bool = False
     error: str | None = None
     build_s: float = 0.0
-    #: id of the paired batch this time was taken in (``Measurer.measure_paired``), else ""
-    paired: str = ""
 
     @property
     def ok(self) -> bool:
@@ -67,7 +61,7 @@ class MeasureResult:
         """The log record of this measurement."""
         return make_record(task.workload, task.family, task.target.key, self.knobs, median_s=self.median_s,
                            std_s=self.std_s, verified=self.verified, error=self.error, shape=task.shape,
-                           dtypes=task.dtypes, task=task.name, paired=self.paired)
+                           dtypes=task.dtypes, task=task.name)
 
 
 class MeasureError(Exception):
@@ -358,59 +352,12 @@ class Measurer:
             results.append(res)
             if on_result is not None:
                 on_result(res)
-        self._remove_builds(built)
-        return results
-
-
-    def measure_paired(self, task: Task, candidates: list[dict[str, Any]], rounds: int = 8) -> list[MeasureResult]:
-        """Check ``candidates``, then time them against each other in ``rounds`` alternating rounds in one
-        worker (``_worker.Worker.measure_paired``); the results share one ``paired`` id.
-
-        Over RPC, or if the paired run crashes or hangs, this falls back to ``measure`` (one after
-        another, no id): paired times are only for candidates timed together.
-        """
-        if self.rpc is not None or len(candidates) < 2:
-            return self.measure(task, candidates)
-        built = self._build_all(task, candidates, None) if self.parallel_builds > 1 else [None] * len(candidates)
-        results: list[MeasureResult | None] = [None] * len(candidates)
-        for i, b in enumerate(built):  # a candidate whose build failed is a failure, the others go on
-            if isinstance(b, str) or (isinstance(b, dict) and not b.get("ok")):
-                results[i] = MeasureResult(dict(candidates[i]), error=b if isinstance(b, str) else b.get("error"))
-        todo = [i for i, r in enumerate(results) if r is None]
-        if not todo:
-            return [r for r in results if r is not None]
-        worker = self._ensure(task)
-        msg = {"op": "measure_paired", "task_id": _task_id(task), "rounds": rounds,
-               "candidates": [{"knobs": candidates[i], "prebuilt": built[i]} for i in todo]}
-        try:
-            reply = worker.call(msg, self.options.timeout_s * (len(todo) + rounds))
-        finally:
-            self._remove_builds(built)
-        if isinstance(reply, str):  # crash or timeout: the worker is gone
-            self._worker = None
-            self.restarts += 1
-        if not isinstance(reply, dict) or not reply.get("ok"):
-            log.warning("paired measurement of %s failed (%s); measuring one by one", task.name,
-                        reply if isinstance(reply, str) else reply.get("error"))
-            return self.measure(task, candidates)
-        batch = uuid.uuid4().hex[:12]
-        for i, r in zip(todo, reply["results"]):
-            results[i] = MeasureResult(dict(candidates[i]), median_s=r.get("median_s"), std_s=r.get("std_s"),
-                                       verified=bool(r.get("verified")), error=r.get("error"),
-                                       build_s=float(r.get("build_s", 0.0)), paired=batch if r.get("ok") else "")
-        return [r for r in results if r is not None]
-
-    @staticmethod
-    def _remove_builds(built: list[Any]) -> None:
-        """Delete the builders' shared libraries of a batch, and their directory once empty."""
-        for b in built:
-            if isinstance(b, dict) and b.get("path") and os.path.exists(b["path"]):
-                os.remove(b["path"])
         for d in {os.path.dirname(b["path"]) for b in built if isinstance(b, dict) and b.get("path")}:
             try:
                 os.rmdir(d)
             except OSError:
                 pass
+        return results
 
 
 def measure_once(task: Task, knobs: dict[str, Any] | None = None, options: MeasureOptions | None = None,

@@ -52,9 +52,6 @@ class Record:
     tvm: str = ""
     timestamp: float = 0.0
     v: int = LOG_VERSION
-    #: id shared by the records of one paired measurement (candidates timed in alternating rounds in
-    #: one process, ``Measurer.measure_paired``), whose times compare directly; "" for the others
-    paired: str = ""
 
     @property
     def ok(self) -> bool:
@@ -241,32 +238,19 @@ def logs_digest(paths: Iterable[str] | None = None) -> bytes:
 
 
 def _ranked_points(records: Iterable[Record]) -> list[tuple[float, list[Record]]]:
-    """One group's knob points, best first, as (time, the point's records).
+    """One group's knob points, best first, as (median time, the point's records).
 
-    The points of the group's latest paired batch (``Record.paired``: timed against each other in
-    alternating rounds in one process) come first, ranked by that batch's times: on a shared machine
-    whose speed drifts by tens of percent over minutes, only times taken side by side decide between
-    close leaders. Then the other points: a point measured several times (the tuner re-measures its
-    leaders) counts with the median of its measurements, so one lucky sample on a noisy machine
-    cannot make a slow point the winner; points measured more than once rank before every
-    single-sample one, which is exactly the kind of measurement the re-measuring guards against.
-    Ties go to the point with more measurements.
+    A point measured several times (the tuner re-measures its leaders) counts with the median of its
+    measurements, so one lucky sample on a noisy machine cannot make a slow point the winner; points
+    measured more than once rank before every single-sample one, which is exactly the kind of
+    measurement the re-measuring guards against. Ties go to the point with more measurements.
     """
-    records = list(records)
     points: dict[str, list[Record]] = {}
     for r in records:
         points.setdefault(knob_id(r.knobs), []).append(r)
-    paired = [r for r in records if r.paired]
-    batch = max(paired, key=lambda r: r.timestamp).paired if paired else ""
-    scored = []
-    for i, recs in enumerate(points.values()):
-        in_batch = [r for r in recs if batch and r.paired == batch]
-        if in_batch:
-            scored.append((0, in_batch[-1].median_s, 0, i, recs))
-        else:
-            tier = 2 if len(recs) == 1 else 1
-            scored.append((tier, statistics.median(r.median_s for r in recs), -len(recs), i, recs))  # type: ignore[misc]
-    return [(mid, recs) for _, mid, _, _, recs in sorted(scored)]  # type: ignore[misc]
+    scored = [(len(recs) == 1, statistics.median(r.median_s for r in recs), -len(recs), i, recs)  # type: ignore[misc]
+              for i, recs in enumerate(points.values())]
+    return [(mid, recs) for _, mid, _, _, recs in sorted(scored)]
 
 
 def _verified_groups(records: Iterable[Record]) -> dict[tuple[str, str], list[Record]]:
