@@ -822,6 +822,12 @@ def test_tune_and_logs_commands(tmp_path, capsys) -> None:  # type: ignore[no-un
                      "--no-progress"]) == 0
     recs = load_all([log])
     assert len({knob_id(r.knobs) for r in recs}) == 3 and any(r.verified for r in recs)  # + the re-measured leaders
+    # --trials 0: no new candidate; --confirm 1: the fastest point and the default measured once more
+    assert cli_main(["tune", "--kernel", "matmul", "--shape", "64x64x64", "--trials", "0", "--confirm", "1",
+                     "--log", log, "--no-progress"]) == 0
+    again = load_all([log])
+    assert {knob_id(r.knobs) for r in again} == {knob_id(r.knobs) for r in recs}
+    assert 1 <= len(again) - len(recs) <= 2
     capsys.readouterr()
     assert cli_main(["logs", "best", log]) == 0
     assert "matmul" in capsys.readouterr().out

@@ -18,42 +18,47 @@ from .tasks import Task, extract_tasks, kernel_task
 def tune_tasks(tasks: list[Task], trials: int | None = None, budget: str | float | None = None,
                resume: bool = True, log: str | None = None, batch_size: int = 8, seed: int = 0,
                progress: bool = True, options: MeasureOptions | None = None,
-               rpc: tuple[Any, ...] | None = None) -> dict[str, Any]:
+               rpc: tuple[Any, ...] | None = None, confirm: int = 3) -> dict[str, Any]:
     """Tune prepared tasks; see :func:`tune` for the arguments. Returns the summary dict."""
     if trials is not None and trials < 0:
         raise PortableError(f"trials must be >= 0, got {trials}")
+    if confirm < 0:
+        raise PortableError(f"confirm must be >= 0, got {confirm}")
     budget_s = parse_budget(budget)
     if not tasks:
         return {"target": None, "trials": 0, "elapsed_s": 0.0, "log": log, "tasks": [], "default_total_s": 0.0,
                 "best_total_s": 0.0, "speedup": None, "curve": []}
     with Measurer(options, rpc) as measurer:
         sched = TaskScheduler(tasks, measurer, log, trials=trials, budget_s=budget_s, batch_size=batch_size,
-                              resume=resume, seed=seed, progress=progress)
+                              resume=resume, seed=seed, progress=progress, confirm=confirm)
         return sched.run()
 
 
 def tune(model: Any, target: str | TargetInfo | None = "host", trials: int | None = None,
          budget: str | float | None = None, resume: bool = True, log: str | None = None,
          batch_size: int = 8, seed: int = 0, progress: bool = True, options: MeasureOptions | None = None,
-         rpc: tuple[Any, ...] | None = None) -> dict[str, Any]:
+         rpc: tuple[Any, ...] | None = None, confirm: int = 3) -> dict[str, Any]:
     """Tune the kernels of ``model`` (a Graph, or anything ``portable.load_onnx`` takes) for ``target``.
 
     ``trials`` bounds the number of measured candidates over all kernels and ``budget`` the wall
     time (``"15m"``, ``"90s"`` or seconds); with neither, each kernel gets 32 trials. ``resume``
     skips candidates already in the logs. ``rpc=(host, port)`` measures on a remote ``tvm.rpc``
-    server. Returns a summary: per kernel the default and best time, speedup and knobs.
+    server. At the end, each kernel's ``confirm`` fastest points (and its default) are measured once
+    more; the compiler ranks a point by the median of its measurements. Returns a summary: per
+    kernel the default and best time, speedup and knobs.
     """
     tasks = extract_tasks(model, target)
-    return tune_tasks(tasks, trials, budget, resume, log, batch_size, seed, progress, options, rpc)
+    return tune_tasks(tasks, trials, budget, resume, log, batch_size, seed, progress, options, rpc, confirm)
 
 
 def tune_kernel(kind: str, shape: str, target: str | TargetInfo | None = "host", trials: int | None = None,
                 budget: str | float | None = None, resume: bool = True, log: str | None = None,
                 batch_size: int = 8, seed: int = 0, progress: bool = True,
-                options: MeasureOptions | None = None, rpc: tuple[Any, ...] | None = None) -> dict[str, Any]:
+                options: MeasureOptions | None = None, rpc: tuple[Any, ...] | None = None,
+                confirm: int = 3) -> dict[str, Any]:
     """Tune one kernel: ``tune_kernel("matmul", "1024x1024x1024")`` or ``("conv2d", "1x64x56x56x64x3x3:p1")``."""
     task = kernel_task(kind, shape, target)
-    return tune_tasks([task], trials, budget, resume, log, batch_size, seed, progress, options, rpc)
+    return tune_tasks([task], trials, budget, resume, log, batch_size, seed, progress, options, rpc, confirm)
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -19,7 +19,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         host, _, port = args.rpc.rpartition(":")
         rpc = (host or "127.0.0.1", int(port))
     common = dict(target=args.target, trials=args.trials, budget=args.budget, resume=args.resume, log=args.log,
-                  batch_size=args.batch, seed=args.seed, progress=not args.no_progress, options=options, rpc=rpc)
+                  batch_size=args.batch, seed=args.seed, progress=not args.no_progress, options=options, rpc=rpc,
+                  confirm=args.confirm)
     if args.kernel:
         if not args.shape or args.model:
             raise PortableError("tune --kernel KIND needs --shape (e.g. 1024x1024x1024) and no model path")
@@ -82,6 +83,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--shape", help="kernel shape: matmul MxNxK; conv2d NxCxHxWxOxKHxKW[:sS][:pP][:gG]")
     t.add_argument("--input-shape", action="append", help="NAME=1x3x224x224 for symbolic model inputs")
     t.add_argument("--batch", type=int, default=8, help="candidates per measured batch")
+    t.add_argument("--confirm", type=int, default=3,
+                   help="fastest points per kernel measured once more at the end (with its default)")
     t.add_argument("--timeout", type=float, default=30.0, help="seconds allowed per candidate")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--rpc", help="measure on a tvm.rpc server HOST:PORT")
