@@ -244,6 +244,19 @@ def _ranked_points(records: Iterable[Record]) -> list[tuple[float, list[Record]]
     measurements, so one lucky sample on a noisy machine cannot make a slow point the winner; points
     measured more than once rank before every single-sample one, which is exactly the kind of
     measurement the re-measuring guards against. Ties go to the point with more measurements.
+
+    Points are keyed by the knobs as logged. A record written before a knob existed lacks it and is
+    not pooled with the whole point it stands for: lacking a knob is ambiguous in the shipped log
+    (``elemwise`` records without ``tile_transpose`` were measured with gathers before the knob
+    existed, but with its default once leaders were re-measured under their logged names). Pooling
+    ``conv2d_nchwc`` records through ``Template.knobs_before_records`` anyway changed 16 of
+    MobileNetV2's 33 kernel picks and measured the model 1.028x slower (per-round 95% interval
+    [1.014, 1.064], 30 rounds, both builds in one process).
+    Times from different sessions are not comparable either: the same 1x1 convolution was logged at
+    0.13 ms one evening and 0.20-0.25 ms the next day. Ranking by a fitted per-session machine factor
+    (``log t = point + session``, with the pooling above) changed 7 of ResNet-18's 22 picks and
+    measured it 1.18x slower [1.01, 1.30], so ranking stays by the logged medians; ``portable tune
+    --trials 0 --confirm N`` re-measures the leaders side by side.
     """
     points: dict[str, list[Record]] = {}
     for r in records:
