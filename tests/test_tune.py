@@ -464,6 +464,35 @@ def test_parallel_builders_compile_a_batch_and_survive_a_crashing_build(tiny_mat
         assert r.ok and r.median_s > 0 and r.build_s > 0, r.error
 
 
+def test_every_cache_protocol_times_a_verified_candidate(tiny_matmul_task: Any) -> None:
+    """cold, warm and hot each verify and time a candidate; warm evicts with the worker's own kernel
+    (refused over RPC, where it has none); an unknown protocol is refused up front."""
+    from portable.tune.measure import CACHE_PROTOCOLS, MeasureOptions, Measurer
+
+    for cache in CACHE_PROTOCOLS:
+        with Measurer(MeasureOptions(timeout_s=60, repeat=2, number=2, min_repeat_ms=1, cache=cache), builders=0) as m:
+            (res,) = m.measure(tiny_matmul_task, [tiny_matmul_task.defaults()])
+        assert res.ok and res.median_s > 0, (cache, res.error)
+        assert res.to_record(tiny_matmul_task, cache).cache == cache
+    with pytest.raises(ValueError, match="cache protocol 'lukewarm'"):
+        Measurer(MeasureOptions(cache="lukewarm"))
+    with pytest.raises(ValueError, match="this machine only"):
+        Measurer(MeasureOptions(cache="warm"), rpc=("127.0.0.1", 9190))
+
+
+def test_l2_eviction_kernel_overwrites_its_scratch_in_parallel() -> None:
+    """The warm protocol's preproc is a registered global function whose call changes its scratch."""
+    import tvm
+
+    from portable.tune._worker import _evictor_state, _l2_evictor, l2_bytes
+
+    assert l2_bytes() >= 64 << 10
+    name = _l2_evictor()
+    _, (src, dst), _ = _evictor_state[name]
+    tvm.get_global_func(name)()
+    assert float(dst.numpy()[::4099].min()) == 1.0 and src.shape[0] * 4 >= 2 * l2_bytes()
+
+
 def test_outputs_match_detects_wrong_results() -> None:
     """The candidate check rejects a perturbed output and accepts rounding-level differences."""
     from portable.tune._worker import outputs_match
@@ -611,6 +640,41 @@ def _space_point(space: dict[str, list[Any]], pick: int, *others: dict[str, list
         assert common, f"knob {k} has no value common to the spaces"
         point[k] = common[pick % len(common)]
     return point
+
+
+def test_ranking_reads_only_the_newest_cache_protocol_of_a_kernel(tmp_path: Any, monkeypatch: Any) -> None:
+    """Times under different cache protocols do not compare: once a kernel is re-tuned under another
+    protocol, its ranking (compile, best, prune) uses only that protocol's records; a kernel logged
+    under one protocol (records from before the field count as cold) keeps all of them; resume
+    re-measures points logged under another protocol."""
+    import dataclasses
+
+    from portable.tune.measure import MeasureOptions, Measurer
+    from portable.tune.records import best, cache_protocol, load_records, write_records
+    from portable.tune.scheduler import TaskScheduler
+    from portable.tune.tasks import kernel_task
+
+    def at(rec: Any, t: float, cache: str) -> Any:
+        return dataclasses.replace(rec, timestamp=t, cache=cache)
+
+    old_a, old_b = at(_rec("w", 1e-3, {"t": 1}), 1.0, ""), at(_rec("w", 3e-3, {"t": 2}), 2.0, "")
+    hot_b = at(_rec("w", 2e-3, {"t": 2}), 3.0, "hot")
+    assert cache_protocol(old_a) == "cold"
+    assert best([old_a, old_b])[("w", "tgt/c2")].knobs == {"t": 1}
+    assert best([old_a, old_b, hot_b])[("w", "tgt/c2")].knobs == {"t": 2}
+    assert best([old_a, old_b, hot_b, at(_rec("w", 9e-3, {"t": 1}), 4.0, "cold")])[("w", "tgt/c2")].knobs == {"t": 1}
+
+    monkeypatch.setenv("PORTABLE_TUNING_DIR", str(tmp_path / "user"))
+    task = kernel_task("matmul", "32x24x16")
+    log = str(tmp_path / "l.jsonl")
+    point = {**task.defaults()}
+    write_records(log, [at(_rec(task.workload, 1e-3, point, target=task.target.key, shape=task.shape), 1.0, "")])
+    assert [r.cache for r in load_records(log)] == [""]
+    for cache, resumed in (("cold", 1), ("hot", 0)):
+        with Measurer(MeasureOptions(cache=cache)) as measurer:  # starts no worker: nothing is measured
+            sched = TaskScheduler([task], measurer, log, trials=0, progress=False)
+            sched._resume()
+        assert sched.states[0].resumed == resumed, cache
 
 
 def test_lookup_exact_then_transfer_then_none(tmp_path: Any) -> None:

@@ -279,16 +279,67 @@ class Worker:
 
 
 def _timer_args(opt: dict[str, Any]) -> dict[str, Any]:
-    """time_evaluator arguments: hot repeats, or (``flush_cache``) one cold call per repeat.
+    """time_evaluator arguments for the cache protocol ``opt["cache"]`` (see
+    ``portable.tune.measure.CACHE_PROTOCOLS``): hot repeats, or one call per repeat after the caches
+    are flushed ("cold") or the worker threads' L2 evicted ("warm")."""
+    cache = opt.get("cache", "cold")
+    if cache == "hot":
+        return {"number": opt["number"], "repeat": opt["repeat"], "min_repeat_ms": opt["min_repeat_ms"]}
+    preproc = "cache_flush_cpu_non_first_arg" if cache == "cold" else _l2_evictor()
+    return {"number": 1, "repeat": max(opt["repeat"], 1) * max(opt["number"], 1), "min_repeat_ms": 0,
+            "f_preproc": preproc}
 
-    Cold: before each call every argument but the first (the activation the previous kernel just
-    wrote) is flushed from the CPU caches, as a model's weights are when the kernel runs once per
-    inference; hot repeated calls would time weight-heavy layers from L2 instead of memory.
-    """
-    if opt.get("flush_cache"):
-        return {"number": 1, "repeat": max(opt["repeat"], 1) * max(opt["number"], 1), "min_repeat_ms": 0,
-                "f_preproc": "cache_flush_cpu_non_first_arg"}
-    return {"number": opt["number"], "repeat": opt["repeat"], "min_repeat_ms": opt["min_repeat_ms"]}
+
+def l2_bytes(default: int = 2 << 20) -> int:
+    """Per-core L2 size of this machine (Linux sysfs), else ``default``."""
+    for index in range(5):
+        base = f"/sys/devices/system/cpu/cpu0/cache/index{index}"
+        try:
+            with open(f"{base}/level") as f:
+                if f.read().strip() != "2":
+                    continue
+            with open(f"{base}/size") as f:
+                text = f.read().strip().upper()
+        except OSError:
+            continue
+        scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
+        return int(text.rstrip("KM")) * scale
+    return default
+
+
+_EVICTOR = "portable.tune.evict_l2"
+_evictor_state: dict[str, Any] = {}
+
+
+def _l2_evictor() -> str:
+    """Name of a global function that makes the TVM worker threads each overwrite twice their L2 (a
+    parallel kernel over a scratch buffer), leaving the kernel's arguments in L3 only; registered on
+    first use."""
+    if _EVICTOR in _evictor_state:
+        return _EVICTOR
+    import tvm
+    from tvm import te
+
+    threads = int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1))
+    n = 2 * l2_bytes() * max(threads, 1) // 4
+    src = te.placeholder((n,), "float32", name="src")
+    dst = te.compute((n,), lambda i: src[i] + 1.0, name="dst")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([src, dst]))
+    (loop,) = sch.get_loops(sch.get_sblock("dst"))
+    outer, inner = sch.split(loop, [None, 1 << 14])
+    sch.parallel(outer)
+    sch.vectorize(sch.split(inner, [None, 16])[1])
+    lib = tvm.compile(sch.mod, target="llvm")
+    dev = tvm.cpu(0)
+    buffers = (tvm.runtime.tensor(np.zeros(n, "float32"), dev), tvm.runtime.empty((n,), "float32", dev))
+    fn = lib["main"]
+
+    def evict(*_args: Any) -> None:
+        fn(*buffers)
+
+    tvm.register_global_func(_EVICTOR, evict, override=True)
+    _evictor_state[_EVICTOR] = (lib, buffers, evict)
+    return _EVICTOR
 
 
 class _Loaded:

@@ -13,7 +13,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from .api import format_summary, tune, tune_kernel
     from .measure import MeasureOptions
 
-    options = MeasureOptions(timeout_s=args.timeout)
+    options = MeasureOptions(timeout_s=args.timeout, cache=args.cache)
     rpc = None
     if args.rpc:
         host, _, port = args.rpc.rpartition(":")
@@ -86,6 +86,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--confirm", type=int, default=3,
                    help="fastest points per kernel measured once more at the end (with its default)")
     t.add_argument("--timeout", type=float, default=30.0, help="seconds allowed per candidate")
+    t.add_argument("--cache", choices=["cold", "warm", "hot"], default="cold",
+                   help="cache state of each timed call: cold (weights flushed to memory: models whose weights "
+                        "do not fit the last-level cache), warm (arguments in L3: models that fit it), hot "
+                        "(back to back)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--rpc", help="measure on a tvm.rpc server HOST:PORT")
     t.add_argument("--json", help="also write the summary as JSON here")

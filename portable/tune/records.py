@@ -51,6 +51,9 @@ class Record:
     portable: str = ""
     tvm: str = ""
     timestamp: float = 0.0
+    #: cache protocol the time was measured under (``portable.tune.measure.CACHE_PROTOCOLS``; empty:
+    #: written before the field existed, which means "cold")
+    cache: str = ""
     v: int = LOG_VERSION
 
     @property
@@ -266,11 +269,24 @@ def _ranked_points(records: Iterable[Record]) -> list[tuple[float, list[Record]]
     return [(mid, recs) for _, mid, _, _, recs in sorted(scored)]
 
 
+def cache_protocol(record: Record) -> str:
+    """The cache protocol ``record`` was timed under ("cold" for records written before the field)."""
+    return record.cache or "cold"
+
+
 def _verified_groups(records: Iterable[Record]) -> dict[tuple[str, str], list[Record]]:
+    """Verified records per (workload, target), only those timed under the cache protocol of the
+    group's newest record: times under different protocols do not compare (a grouped convolution's
+    fast tile measured 2x slower cold than warm, its slow tile hardly), so re-tuning a kernel under
+    another protocol (``portable tune --cache``) replaces its earlier ranking without editing the log."""
     groups: dict[tuple[str, str], list[Record]] = {}
     for r in records:
         if r.ok:
             groups.setdefault(r.key, []).append(r)
+    for key, recs in groups.items():
+        latest = cache_protocol(max(recs, key=lambda r: r.timestamp))
+        if any(cache_protocol(r) != latest for r in recs):
+            groups[key] = [r for r in recs if cache_protocol(r) == latest]
     return groups
 
 

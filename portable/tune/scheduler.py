@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .measure import MeasureError, Measurer, MeasureResult
-from .records import Record, TuningDatabase, append_record, default_user_log, load_all, load_records, log_files
+from .records import (Record, TuningDatabase, append_record, cache_protocol, default_user_log, load_all, load_records,
+                      log_files)
 from .search import TaskSearch
 from .tasks import Task
 
@@ -128,6 +129,9 @@ class TaskScheduler:
             return
         records = load_all(list(dict.fromkeys([*log_files(), self.log_path])))
         db = TuningDatabase(records)
+        protocol = self.measurer.options.cache
+        # times under another cache protocol do not compare with this run's: those points are measured again
+        records = [r for r in records if cache_protocol(r) == protocol]
         for st in self.states:
             t = st.task
             defaults_id = _kid(st.search.defaults)
@@ -198,7 +202,7 @@ class TaskScheduler:
             log.warning("could not confirm %s: %s", st.task.name, exc)
             return
         for res in results:
-            append_record(self.log_path, res.to_record(st.task))
+            append_record(self.log_path, res.to_record(st.task, self.measurer.options.cache))
             if res.ok:
                 st.samples[_kid(res.knobs)].append(res.median_s)  # type: ignore[arg-type]
         med = {k: statistics.median(v) for k, v in st.samples.items() if k in ranked}
@@ -241,7 +245,7 @@ class TaskScheduler:
         self.curve.append((self.used, time.monotonic() - start, self.weighted_best()))
 
     def _record(self, st: TaskState, res: MeasureResult, is_default: bool) -> None:
-        append_record(self.log_path, res.to_record(st.task))
+        append_record(self.log_path, res.to_record(st.task, self.measurer.options.cache))
         st.observe(res.knobs, res.median_s if res.ok else None, is_default)
         st.trials += 1
         st.failures += 0 if res.ok else 1
