@@ -331,6 +331,31 @@ def test_grouped_conv_rows_match_reference(monkeypatch: Any) -> None:
     np.testing.assert_allclose(exe.run(x=x)[0], expected, rtol=2e-4, atol=2e-4)
 
 
+def test_grouped_pointwise_conv_along_flattened_pixels_matches_reference(monkeypatch: Any) -> None:
+    """Unpadded grouped 1x1 convolutions (6 and 4 input channels per group, batch 2, 8x8 images: whole
+    vectors of pixels) vectorised along the flattened image: every oc_block point, with a bias and
+    ReLU epilogue and without; a padded or 3x3 convolution is never offered the pixel axis."""
+
+    monkeypatch.setenv("PORTABLE_STRICT_SCHEDULES", "1")
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 12, 8, 8)).astype(np.float32)
+    consts = {"w1": rng.standard_normal((12, 6, 1, 1)).astype(np.float32),
+              "b1": rng.standard_normal(12).astype(np.float32),
+              "w2": rng.standard_normal((18, 4, 1, 1)).astype(np.float32) * 0.3}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], group=2),
+             helper.make_node("Relu", ["c1"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["y"], group=3)]
+    graph, expected, tasks = _two_tasks_with(nodes, x, consts, "vector_axis")
+    for task in tasks:
+        space = task.space()
+        assert "pixels" in space["vector_axis"], space
+        points = [{**task.defaults(), "vector_axis": "pixels", "oc_block": ob} for ob in space["oc_block"]]
+        check_points("grouped_pointwise_pixels", graph, {"x": x}, [expected], task, points, tol=2e-4)
+    nodes[2] = helper.make_node("Conv", ["r", "w2"], ["y"], group=3, pads=[1, 1, 1, 1])
+    _, _, padded = _two_tasks_with(nodes, x, consts, "vector_axis")
+    assert "pixels" not in padded[1].space()["vector_axis"]
+
+
 # ------------------------------------------------------------------------- template spaces are correct
 
 @pytest.mark.parametrize("name,builder,n_random", WORKLOADS, ids=[w[0] for w in WORKLOADS])
