@@ -302,20 +302,28 @@ def test_conv_ic_chunks_match_reference(monkeypatch: Any) -> None:
     np.testing.assert_allclose(exe.run(x=x)[0], expected, rtol=2e-4, atol=2e-4)
 
 
+def _grouped_conv_pair(seed: int, x_shape: tuple[int, ...], w1_shape: tuple[int, ...], w2_shape: tuple[int, ...],
+                       groups: tuple[int, int], pads2: list[int] | None) -> tuple[np.ndarray, dict[str, np.ndarray], list[Any]]:
+    """Input, constants and nodes of grouped conv (with bias) -> ReLU -> grouped conv (``pads2``)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    consts = {"w1": rng.standard_normal(w1_shape).astype(np.float32),
+              "b1": rng.standard_normal(w1_shape[0]).astype(np.float32),
+              "w2": rng.standard_normal(w2_shape).astype(np.float32) * 0.2}
+    pads = {"pads": pads2} if pads2 else {}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], group=groups[0]),
+             helper.make_node("Relu", ["c1"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["y"], group=groups[1], **pads)]
+    return x, consts, nodes
+
+
 def test_grouped_conv_rows_match_reference(monkeypatch: Any) -> None:
     """Grouped convolutions whose groups do not fill a vector (3 and 9 output channels per group) in
     both vector axes: every oc_block x ow_block point along the row, the default along the channels;
     a 1x1 and a padded 3x3 (odd width 11, batch 2)."""
 
     monkeypatch.setenv("PORTABLE_STRICT_SCHEDULES", "1")
-    rng = np.random.default_rng(6)
-    x = rng.standard_normal((2, 6, 5, 11)).astype(np.float32)
-    consts = {"w1": rng.standard_normal((27, 2, 1, 1)).astype(np.float32),
-              "b1": rng.standard_normal(27).astype(np.float32),
-              "w2": rng.standard_normal((9, 9, 3, 3)).astype(np.float32) * 0.2}
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], group=3),
-             helper.make_node("Relu", ["c1"], ["r"]),
-             helper.make_node("Conv", ["r", "w2"], ["y"], group=3, pads=[1, 1, 1, 1])]
+    x, consts, nodes = _grouped_conv_pair(6, (2, 6, 5, 11), (27, 2, 1, 1), (9, 9, 3, 3), (3, 3), [1, 1, 1, 1])
     graph, expected, tasks = _two_tasks_with(nodes, x, consts, "vector_axis")
     for task in tasks:
         space = task.space()
@@ -337,21 +345,14 @@ def test_grouped_pointwise_conv_along_flattened_pixels_matches_reference(monkeyp
     ReLU epilogue and without; a padded or 3x3 convolution is never offered the pixel axis."""
 
     monkeypatch.setenv("PORTABLE_STRICT_SCHEDULES", "1")
-    rng = np.random.default_rng(7)
-    x = rng.standard_normal((2, 12, 8, 8)).astype(np.float32)
-    consts = {"w1": rng.standard_normal((12, 6, 1, 1)).astype(np.float32),
-              "b1": rng.standard_normal(12).astype(np.float32),
-              "w2": rng.standard_normal((18, 4, 1, 1)).astype(np.float32) * 0.3}
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], group=2),
-             helper.make_node("Relu", ["c1"], ["r"]),
-             helper.make_node("Conv", ["r", "w2"], ["y"], group=3)]
+    x, consts, nodes = _grouped_conv_pair(7, (2, 12, 8, 8), (12, 6, 1, 1), (18, 4, 1, 1), (2, 3), None)
     graph, expected, tasks = _two_tasks_with(nodes, x, consts, "vector_axis")
     for task in tasks:
         space = task.space()
         assert "pixels" in space["vector_axis"], space
         points = [{**task.defaults(), "vector_axis": "pixels", "oc_block": ob} for ob in space["oc_block"]]
         check_points("grouped_pointwise_pixels", graph, {"x": x}, [expected], task, points, tol=2e-4)
-    nodes[2] = helper.make_node("Conv", ["r", "w2"], ["y"], group=3, pads=[1, 1, 1, 1])
+    x, consts, nodes = _grouped_conv_pair(7, (2, 12, 8, 8), (12, 6, 1, 1), (18, 4, 1, 1), (2, 3), [1, 1, 1, 1])
     _, _, padded = _two_tasks_with(nodes, x, consts, "vector_axis")
     assert "pixels" not in padded[1].space()["vector_axis"]
 
