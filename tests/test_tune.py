@@ -693,8 +693,7 @@ def test_ranking_reads_only_the_newest_cache_protocol_of_a_kernel(tmp_path: Any,
     monkeypatch.setenv("PORTABLE_TUNING_DIR", str(tmp_path / "user"))
     task = kernel_task("matmul", "32x24x16")
     log = str(tmp_path / "l.jsonl")
-    point = {**task.defaults()}
-    write_records(log, [at(_rec(task.workload, 1e-3, point, target=task.target.key, shape=task.shape), 1.0, "")])
+    write_records(log, [at(_rec(task.workload, 1e-3, task.defaults(), target=task.target.key, shape=task.shape), 1.0, "")])
     assert [r.cache for r in load_records(log)] == [""]
     for cache, resumed in (("cold", 1), ("hot", 0)):
         with Measurer(MeasureOptions(cache=cache)) as measurer:  # starts no worker: nothing is measured

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from .measure import CACHE_PROTOCOLS
+
 
 def cmd_tune(args: argparse.Namespace) -> int:
     """Tune a model's kernels, or one kernel with ``--kernel``/``--shape``."""
@@ -86,7 +88,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--confirm", type=int, default=3,
                    help="fastest points per kernel measured once more at the end (with its default)")
     t.add_argument("--timeout", type=float, default=30.0, help="seconds allowed per candidate")
-    t.add_argument("--cache", choices=["cold", "warm", "hot"], default="cold",
+    t.add_argument("--cache", choices=CACHE_PROTOCOLS, default="cold",
                    help="cache state of each timed call: cold (weights flushed to memory: models whose weights "
                         "do not fit the last-level cache), warm (arguments in L3: models that fit it), hot "
                         "(back to back)")

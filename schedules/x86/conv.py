@@ -192,7 +192,7 @@ class Conv2dX86(Template):
         if _is_depthwise(d):
             self._depthwise(sch, ctx, conv, out, knobs)
         elif knobs.get("vector_axis", "oc") == "pixels":
-            self._dense_pixels(sch, ctx, conv, out, knobs)
+            self._dense_pixels(sch, ctx, conv, out, knobs, d["ow"])
         elif knobs.get("vector_axis", "oc") == "width":
             self._dense_rows(sch, conv, out, knobs)
         else:
@@ -235,12 +235,12 @@ class Conv2dX86(Template):
         sch.unroll(oci)
         sch.vectorize(owi)
 
-    def _dense_pixels(self, sch: Schedule, ctx: ScheduleContext, conv: Any, out: Any, knobs: dict[str, Any]) -> None:
-        """A 1x1, stride-1 convolution over the flattened image: the accumulator of each of the
-        tile's ``oc_block`` channels is one whole vector of ``lanes`` consecutive pixels (rows
-        need not be a multiple of the vector: 28 columns are 1.75 vectors, 784 pixels 49)."""
-        d = _conv_dims(sch, ctx)
-        width = d["ow"]
+    def _dense_pixels(self, sch: Schedule, ctx: ScheduleContext, conv: Any, out: Any, knobs: dict[str, Any],
+                      width: int) -> None:
+        """A 1x1, stride-1 convolution over the flattened image (rows of ``width`` pixels): the
+        accumulator of each of the tile's ``oc_block`` channels is one whole vector of ``lanes``
+        consecutive pixels (rows need not be a multiple of the vector: 28 columns are 1.75 vectors,
+        784 pixels 49)."""
         sch.transform_layout(conv, ("write", 0), lambda n, c, h, w: (n, c, h * width + w))
         # the block's own iterators over the flat pixel index, so its write region is one variable
         sch.transform_block_layout(conv, lambda n, c, h, w, rc, ry, rx: (n, c, h * width + w, rc, ry, rx))
