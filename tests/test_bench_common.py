@@ -42,3 +42,11 @@ def test_time_interleaved_records_one_block_per_round() -> None:
     summary = Timing.from_seconds([x for b in blocks.values() for x in b], blocks)
     assert summary.block_ms == {0: 2.0, 2: 4.0} and summary.repeats == 4
     assert np.isfinite(paired_ratio(t["a"], t["b"])["median"])
+
+
+def test_fma_peak_kernel_sums_its_chains() -> None:
+    """The FMA-peak kernel is checked against NumPy before it is timed (a kernel that skipped work
+    would report an impossible peak); a short run returns a positive rate."""
+    from fma_peak import measured_fma_peak_gflops
+
+    assert measured_fma_peak_gflops(1, seconds=0.001, calls=2) > 0

@@ -140,14 +140,16 @@ def _prime_width() -> tuple[onnx.ModelProto, tuple[int, ...]]:
 
 def _winograd_chain() -> tuple[onnx.ModelProto, tuple[int, ...]]:
     """3x3 stride-1 convolutions taken by Winograd: F(4x4) at 30x30 and 29x29 (partial tiles, an
-    asymmetric pad, a padded 24-channel input), F(2x2) at 14x14 with a padded 20-channel output, batch 2."""
+    asymmetric pad, a padded 24-channel input), F(2x2) at 14x14 with a padded 20-channel output and
+    at 7x7 (a partial tile) reading it, batch 2."""
     b = _Net(11)
     y = b.op("Relu", [b.conv("x", 8, 24, k=1)])
     y = b.op("Relu", [b.conv(y, 24, 32)])
     y = b.op("Relu", [b.op("Add", [y, b.conv(y, 32, 32)])])
     y = b.op("Relu", [b.conv(y, 32, 32, pads=[1, 1, 0, 0])])
     y = b.op("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2])
-    return b.model((2, 8, 30, 30), b.conv(y, 32, 20)), (2, 8, 30, 30)
+    y = b.op("MaxPool", [b.op("Relu", [b.conv(y, 32, 20)])], kernel_shape=[2, 2], strides=[2, 2])
+    return b.model((2, 8, 30, 30), b.conv(y, 20, 16)), (2, 8, 30, 30)
 
 
 def _global_pools() -> tuple[onnx.ModelProto, tuple[int, ...]]:
@@ -255,9 +257,9 @@ def test_conversion_carries_the_border_of_its_one_convolution() -> None:
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_winograd_takes_the_large_3x3_convolutions(target: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """winograd_chain's four 3x3 convolutions run as Winograd kernels; PORTABLE_WINOGRAD=0 keeps them direct."""
+    """winograd_chain's five 3x3 convolutions run as Winograd kernels; PORTABLE_WINOGRAD=0 keeps them direct."""
     model, _ = _winograd_chain()
-    assert _step_families(portable.compile(model, target=target, cache=False)).count("conv2d_winograd_nchwc") == 4
+    assert _step_families(portable.compile(model, target=target, cache=False)).count("conv2d_winograd_nchwc") == 5
     monkeypatch.setenv("PORTABLE_WINOGRAD", "0")
     assert "conv2d_winograd_nchwc" not in _step_families(portable.compile(model, target=target, cache=False))
 

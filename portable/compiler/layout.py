@@ -12,7 +12,7 @@ Rules:
   least one full block of output channels. One whose input is still NCHW reads it converted, except
   few-channel inputs and strided 1x1 convolutions, which read the NCHW input directly (a depthwise
   one converts any channel count: the zero-filled tail lanes meet zero weights). Its weights
-  are packed here, once. 3x3 stride-1 ones with a blocked input and a large enough output become
+  are packed here, once. 3x3 stride-1 ones with a blocked input and an output of at least 7 x 7 become
   ``NCHWcWinogradConv`` (weights packed already transformed); ``PORTABLE_WINOGRAD=0`` keeps them
   direct.
 - Propagation: elementwise ops whose other operands are blocked values of the same shape, scalars,
@@ -46,14 +46,19 @@ FINITE_ELEMWISE = {"Relu", "Clip", "LeakyRelu", "Add", "Sub", "Mul", "Sigmoid", 
 OTHER_ELEMWISE = {"Div", "Exp", "Log", "Sqrt", "Reciprocal", "Softplus", "Pow", "Mish", "Gelu"}
 
 
-#: Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions on blocked inputs whose output is at least
-#: 14 x 14. Measured per kernel on Ice Lake (2 threads), direct -> Winograd: 64 ch 56x56 0.87 ->
-#: 0.50 ms, 128 ch 28x28 0.84 -> 0.38 ms, 256 ch 14x14 0.86 -> 0.55 ms, but 512 ch 7x7 1.19 -> 1.13
-#: ms (m = 2; m = 4 1.76 ms): at 7x7 the tiles cover 2x2 of 4x4 with 30% waste and the transformed
-#: weights (36/9 = 4x the direct ones, 38 MB at 512 channels) stream from memory. Inside ResNet-18,
-#: with cold weights, F(2x2) is the better one below 28 x 28 (layer3: 0.79 vs 0.84 ms; its weights
-#: are 16/9 of the direct ones, not 36/9), F(4x4) above (layer1: 0.55 vs 0.92 ms).
-WINOGRAD_MIN_SIDE = 14
+#: Winograd for 3x3 stride-1 convolutions on blocked inputs whose output is at least 7 x 7.
+#: Measured per kernel on Ice Lake (2 threads), direct -> Winograd: 64 ch 56x56 0.87 -> 0.50 ms,
+#: 128 ch 28x28 0.84 -> 0.38 ms, 256 ch 14x14 0.86 -> 0.55 ms, 512 ch 7x7 1.19 -> 1.13 ms (m = 2;
+#: m = 4 1.76 ms: at 7x7 its tiles cover 2x2 of 4x4 with 30% waste and its transformed weights,
+#: 36/9 = 4x the direct ones, 38 MB at 512 channels, stream from memory). Inside ResNet-18, with
+#: cold weights, F(2x2) is the better one below 28 x 28 (layer3: 0.79 vs 0.84 ms; its weights are
+#: 16/9 of the direct ones, not 36/9), F(4x4) above (layer1: 0.55 vs 0.92 ms). On Zen 4, whose
+#: 512-bit FMAs issue one per cycle, the direct kernels already run at the FMA peak, so fewer
+#: multiplications pay wherever the transforms do: 512 ch 7x7 as a one-layer model (NCHW in and out)
+#: 1.04 -> 0.70 ms, and ResNet-18 0.933x with F(2x2) at 7x7 than without (95% interval [0.92,
+#: 0.99], 15 alternating rounds in one process). The floor was 14 before: Ice Lake's 5% at 7x7
+#: did not seem worth the larger weights.
+WINOGRAD_MIN_SIDE = 7
 
 
 def winograd_tile(out_side: int) -> int:
