@@ -17,7 +17,7 @@ import portable
 from portable.compiler.layout import convert_to_nchwc
 from portable.compiler.passes import copy_graph
 from portable.ops.blocked import pack_conv_weight
-from portable.ops.winograd import pack_winograd_weight, transform_matrices
+from portable.ops.winograd import pack_polyphase_winograd_weight, pack_winograd_weight, transform_matrices
 from portable.targets import resolve_target
 
 TARGETS = ["host", "x86-avx2"]
@@ -71,7 +71,7 @@ def _check(model: onnx.ModelProto, x_shape: tuple[int, ...], target: str, min_nc
     x = np.random.default_rng(1).standard_normal(x_shape).astype(np.float32)
     exe = portable.compile(model, target=target, cache=False)
     families = _step_families(exe)
-    assert sum(f in ("conv2d_nchwc", "pool_nchwc") for f in families) >= min_nchwc, families
+    assert sum(f in ("conv2d_nchwc", "conv2d_winograd_nchwc", "pool_nchwc") for f in families) >= min_nchwc, families
     fallbacks = [k for k, info in exe.plan.kernels.items() if "fallback" in info["knobs"]]
     assert not fallbacks, f"templates fell back to the generic schedule for {fallbacks}"
     ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
@@ -152,6 +152,15 @@ def _winograd_chain() -> tuple[onnx.ModelProto, tuple[int, ...]]:
     return b.model((2, 8, 30, 30), b.conv(y, 20, 16)), (2, 8, 30, 30)
 
 
+def _polyphase_stride2() -> tuple[onnx.ModelProto, tuple[int, ...]]:
+    """3x3 stride-2 convolutions taken as F(4x4, 2x2) over input phases: one reading the NCHW input
+    (24 channels: a padded tail at 16 lanes; odd sizes), one reading a blocked value with an
+    asymmetric pad (28 x 28 out), batch 2."""
+    b = _Net(19)
+    y = b.op("Relu", [b.conv("x", 24, 32, k=3, s=2)])
+    return b.model((2, 24, 113, 114), b.conv(y, 32, 16, k=3, s=2, pads=[0, 1, 1, 0])), (2, 24, 113, 114)
+
+
 def _global_pools() -> tuple[onnx.ModelProto, tuple[int, ...]]:
     """GlobalMaxPool and GlobalAveragePool run blocked, on 40 channels (a padded tail), batch 2."""
     b = _Net(13)
@@ -183,7 +192,7 @@ def _depthwise_tail_entry() -> tuple[onnx.ModelProto, tuple[int, ...]]:
     return b.model((2, 40, 13, 11), b.conv(y, 40, 24, k=1)), (2, 40, 13, 11)
 
 
-MODELS = {"depthwise_tail_entry": _depthwise_tail_entry, "padded_entry": _padded_entry, "strided_pointwise_entry": _strided_pointwise_entry, "global_pools": _global_pools, "prime_width": _prime_width, "winograd_chain": _winograd_chain, "residual_cnn": _residual_cnn, "mobile_block": _mobile_block, "concat_block": _concat_block,
+MODELS = {"depthwise_tail_entry": _depthwise_tail_entry, "padded_entry": _padded_entry, "strided_pointwise_entry": _strided_pointwise_entry, "global_pools": _global_pools, "prime_width": _prime_width, "winograd_chain": _winograd_chain, "polyphase_stride2": _polyphase_stride2, "residual_cnn": _residual_cnn, "mobile_block": _mobile_block, "concat_block": _concat_block,
           "dilated_same_pad": _dilated_same_pad}
 
 
@@ -198,13 +207,13 @@ def test_nchwc_models_match_onnxruntime(name: str, target: str) -> None:
 @pytest.mark.parametrize("tile", [True, False])
 def test_conversion_to_nchw_as_a_tiled_transpose(target: str, tile: bool) -> None:
     """The last FromNCHWc (whole blocks, 13 columns: one 13-wide tile per row, batch 2) runs as a
-    tiled transpose by default, and gives onnxruntime's numbers with the knob on and off."""
+    tiled transpose by default (no tuning log), and gives onnxruntime's numbers with the knob on and off."""
     from portable.compiler.build import compile_graph
 
     b = _Net(17)
     model = b.model((2, 8, 13, 13), b.op("Relu", [b.conv("x", 8, 32, k=3)]))
     x = np.random.default_rng(2).standard_normal((2, 8, 13, 13)).astype(np.float32)
-    exe = portable.compile(model, target=target, cache=False)
+    exe = portable.compile(model, target=target, cache=False, use_tuning_logs=False)  # the template default
     conversions = [k for name, k in exe.plan.kernels.items() if name.endswith("fromnchwc")]
     assert len(conversions) == 1 and conversions[0]["knobs"]["tile_transpose"] is True
     exe = compile_graph(portable.load_onnx(model), target, lambda k, t: {"tile_transpose": tile} if k.family == "elemwise" else None)
@@ -264,6 +273,20 @@ def test_winograd_takes_the_large_3x3_convolutions(target: str, monkeypatch: pyt
     assert "conv2d_winograd_nchwc" not in _step_families(portable.compile(model, target=target, cache=False))
 
 
+def test_polyphase_takes_the_large_stride2_convolutions() -> None:
+    """Both 3x3/2 convolutions of polyphase_stride2 split their input by phase and run as Winograd
+    (the NCHW input needs no separate ToNCHWc); a 3x3/2 one with a 7 x 7 output stays direct."""
+    model, _ = _polyphase_stride2()
+    graph = copy_graph(portable.load_onnx(model))
+    assert convert_to_nchwc(graph, 16) == 2
+    ops = [n.op for n in graph.nodes]
+    assert ops.count("NCHWcPhaseSplit") == 2 and ops.count("NCHWcWinogradConv") == 2 and "ToNCHWc" not in ops
+    b = _Net(16)
+    small = copy_graph(portable.load_onnx(b.model((1, 32, 14, 14), b.conv("x", 32, 32, k=3, s=2))))
+    convert_to_nchwc(small, 16)
+    assert "NCHWcPhaseSplit" not in [n.op for n in small.nodes]
+
+
 def test_compile_cache_keeps_the_layout_switches_apart(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A cached Winograd build is not returned once PORTABLE_WINOGRAD=0 is set (nor the reverse)."""
     monkeypatch.setenv("PORTABLE_CACHE_DIR", str(tmp_path))
@@ -297,6 +320,26 @@ def test_winograd_weight_transform_gives_direct_convolution() -> None:
         np.testing.assert_allclose(y, direct, rtol=1e-9, atol=1e-9)
 
 
+def test_polyphase_weights_give_the_strided_convolution() -> None:
+    """pack_polyphase_winograd_weight + F(4x4, 2x2) over the four phases of a patch reproduce a
+    direct 3x3 stride-2 correlation (numpy, float64), 20 input channels (a padded block)."""
+    rng = np.random.default_rng(1)
+    m, cin = 4, 20
+    a_mat, b_mat, _ = transform_matrices(m, 2)
+    w = rng.standard_normal((16, cin, 3, 3))
+    d = rng.standard_normal((cin, 2 * m + 2, 2 * m + 2))  # the padded input under one 4x4 output tile
+    phases = np.zeros((4, 32, m + 1, m + 1))  # [phase, channel (padded to 2 blocks), row, column]
+    for p in range(4):
+        phases[p, :cin] = d[:, p // 2::2, p % 2::2][:, :m + 1, :m + 1]
+    u = pack_polyphase_winograd_weight(w, 16, m)  # [a, a, O/cb, 4 C/cb, cb_in, cb_out]
+    u = u[:, :, 0].reshape(m + 1, m + 1, 4 * 32, 16)
+    v = np.einsum("re,crs,sf->efc", b_mat, phases.reshape(4 * 32, m + 1, m + 1), b_mat)
+    y = np.einsum("ei,efk,fj->kij", a_mat, np.einsum("efc,efck->efk", v, u), a_mat)
+    direct = np.array([[[np.sum(w[k] * d[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3]) for j in range(m)] for i in range(m)]
+                       for k in range(16)])
+    np.testing.assert_allclose(y, direct, rtol=1e-9, atol=1e-9)
+
+
 def test_layout_env_switch_keeps_nchw(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PORTABLE_LAYOUT", "nchw")
     model, shape = _residual_cnn()
@@ -328,3 +371,25 @@ def test_avx2_target_uses_8_channel_blocks() -> None:
               if exe.plan.kernels[s["kernel"]]["family"] == "conv2d_nchwc"]
     assert shapes and all(s[-1] == 8 for s in shapes)
     assert resolve_target("x86-avx2").vector_lanes_f32 == 8
+
+
+@pytest.mark.parametrize("op,attrs", [("ToNCHWc", {"block": 16, "pads": [1, 0, 1, 0]}),
+                                      ("NCHWcPhaseSplit", {"block": 16, "pads": [1, 1], "size": [4, 4]})])
+def test_padded_reads_keep_their_clamps(op: str, attrs: dict) -> None:
+    """The conversions read a 40-channel input (a padded block) with a zero border: every read of the
+    input keeps its clamped indices after TVM's simplification. (It once dropped them under the
+    Select's condition, and the vector loads read up to 8 channel planes past the array's end.)"""
+    import re
+
+    from tvm import te
+
+    from portable.ops.registry import Attrs, lookup
+
+    x = te.placeholder((1, 40, 6, 7), "float32", name="x")
+    out = lookup(op).compute([x], Attrs(attrs, 17, op))[0]
+    body = [line for line in te.create_prim_func([x, out]).script().splitlines()
+            if line.strip().startswith(f"{out.op.name}[")]
+    loads = [idx for line in body for idx in re.findall(r"\bx\[(.*?)\], T\.float32", line)]
+    assert loads, body
+    for index in loads:  # the channel clamped above, the row on both sides
+        assert index.count("T.min(") >= 2 and index.count("T.max(") >= 1, index

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 from tvm import te, tirx
 
-from .common import const
+from .common import const, guarded_read
 from .nn import pool_geometry, window_average
 from .reduce import is_float
 from .registry import Attrs, Pattern, register, shape_of
@@ -80,7 +80,7 @@ def to_nchwc(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
         # every index above is clamped in bounds, so a select (both sides evaluated: a vector blend)
         # is safe where if_then_else would branch per lane (136 channels, 28x28 -> [9, 30, 30, 16]:
         # 0.23 ms with if_then_else)
-        return tirx.Select(tirx.all(*inside), value, const(0, x.dtype)) if inside else value
+        return guarded_read(tirx.all(*inside), value, const(0, x.dtype)) if inside else value
 
     return [te.compute((n, blocked_channels(c, cb), h + top + bottom, w + left + right, cb), body,
                        name="to_nchwc", tag="injective")]

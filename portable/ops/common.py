@@ -35,6 +35,19 @@ def broadcast_index(t: te.Tensor, out_index: Sequence["tvm.ir.expr.Expr"]) -> li
     return [0 if d == 1 else out_index[offset + i] for i, d in enumerate(shape)]
 
 
+def guarded_read(cond: "tvm.ir.expr.Expr", value: "tvm.ir.expr.Expr", other: "tvm.ir.expr.Expr") -> "tvm.ir.expr.Expr":
+    """``Select(cond, value, other)`` where ``value`` reads memory at indices made safe (clamped, or
+    selected) for the elements where ``cond`` fails.
+
+    A Select evaluates both sides (a vector blend), so those indices must stay in bounds; but TVM's
+    simplifier assumes a Select's condition inside its true side, where the clamps are redundant,
+    and drops them: ``Select(c < 40, x[min(c, 39)], 0)`` became ``Select(c < 40, x[c], 0)``, which
+    read up to 8 channel planes past the end of a 40-channel input (and segfaulted on one at the
+    end of a mapping). Behind ``likely`` the condition is opaque to the simplifier; codegen
+    treats ``likely`` as its argument."""
+    return tirx.Select(tirx.likely(cond), value, other)
+
+
 def const(value: float | int, dtype: str) -> "tvm.ir.expr.Expr":
     """A TIR immediate of the given dtype."""
     return tirx.const(value, dtype)

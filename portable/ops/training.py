@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 from tvm import te, tirx
 
-from .common import broadcast_index, broadcast_shape, const
+from .common import broadcast_index, broadcast_shape, const, guarded_read
 from .conv import conv2d_nchw, pad_nchw
 from .elementwise import elementwise
 from .matmul import batch_matmul
@@ -110,7 +110,7 @@ def _loss_parts(ins: Sequence[te.Tensor], attrs: Attrs):  # type: ignore[no-unty
         lab = label(idx)
         safe = tirx.Select(valid(idx), lab, tirx.const(0, "int32"))
         w = weights[safe] if weights is not None else const(1.0, x.dtype)
-        return tirx.Select(valid(idx), w, const(0.0, x.dtype))
+        return guarded_read(valid(idx), w, const(0.0, x.dtype))
 
     return x, sx, sl, label, valid, weight, reduction
 
@@ -360,7 +360,7 @@ def max_pool_grad(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
     def body(n, c, h, w):  # type: ignore[no-untyped-def]
         ok, oh, ow = at(h, w, ry, rx)
         hit = tirx.all(ok, x[n, c, h, w] == y[n, c, oh, ow])
-        return te.sum(tirx.Select(hit, dy[n, c, oh, ow], const(0.0, dy.dtype)), axis=[ry, rx])
+        return te.sum(guarded_read(hit, dy[n, c, oh, ow], const(0.0, dy.dtype)), axis=[ry, rx])
 
     return [te.compute(s, body, name="maxpool_grad", tag="anchor")]
 
@@ -391,7 +391,7 @@ def avg_pool_grad(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
 
     def body(n, c, h, w):  # type: ignore[no-untyped-def]
         ok, oh, ow = at(h, w, ry, rx)
-        return te.sum(tirx.Select(ok, dy[n, c, oh, ow] / count(oh, ow), const(0.0, dy.dtype)), axis=[ry, rx])
+        return te.sum(guarded_read(ok, dy[n, c, oh, ow] / count(oh, ow), const(0.0, dy.dtype)), axis=[ry, rx])
 
     return [te.compute(s, body, name="avgpool_grad", tag="anchor")]
 

@@ -1,4 +1,4 @@
-"""Winograd convolution F(m x m, 3 x 3) on channel-blocked (NCHWc) tensors, chosen by the layout pass.
+"""Winograd convolution F(m x m, r x r) on channel-blocked (NCHWc) tensors, chosen by the layout pass.
 
 Same operator as a 3x3, stride-1 ``NCHWcConv``, computed with fewer multiplications (Lavin & Gray,
 "Fast Algorithms for Convolutional Neural Networks", 2015): the output is cut into ``m x m`` tiles;
@@ -17,6 +17,14 @@ Stages, each a tensor expression (the schedule in ``schedules/x86/winograd.py`` 
 
 The transform matrices come from ``tvm.topi``'s Cook-Toom construction. fp32 error grows with m:
 measured max abs error 1e-5 (m = 4) against PyTorch on unit-scale data, 3e-6 for m = 2.
+
+Stride 2 (polyphase): a 3x3 stride-2 convolution is a 2x2 stride-1 one over the input's four
+(row parity, column parity) phases stacked as channels (``NCHWcPhaseSplit``), with the 3x3 kernel
+spread over the phases (``pack_polyphase_winograd_weight``; 9 of its 16 taps are non-zero):
+``y[i, j] = sum_{dy, dx, p} phase_p[i + dy, j + dx] * w[2 dy + py, 2 dx + px]``. F(4x4, 2x2) then
+does 25 multiply-adds per 16 outputs and phase channel, 25 / 16 x 4 C = 6.25 C per output against
+9 C direct: 0.69x the multiplications, worth it where the direct kernel already runs at the FMA
+peak (Zen 4); the phase split replaces the NCHWc conversion an NCHW input needs anyway.
 """
 
 from __future__ import annotations
@@ -28,26 +36,27 @@ from tvm import te, tirx
 from tvm.topi.nn.winograd_util import _cook_toom_convolution, _interpolation_points
 
 from .blocked import blocked_channels, pad_spatial
-from .common import const
+from .common import const, guarded_read
 from .registry import Attrs, Pattern, register, shape_of
 
-KERNEL = 3
+#: kernel sizes r of F(m x m, r x r): 3 (stride 1) and 2 (a stride-2 3x3 kernel split by phase)
+KERNELS = (2, 3)
 
 
-def transform_matrices(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(A, B, G) of F(m x m, 3 x 3): output ``a x m``, input ``a x a``, weight ``a x 3`` (a = m + 2)."""
-    a_mat, b_mat, g_mat = _cook_toom_convolution(_interpolation_points(m + KERNEL - 2), m, KERNEL)
+def transform_matrices(m: int, r: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(A, B, G) of F(m x m, r x r): output ``a x m``, input ``a x a``, weight ``a x r`` (a = m + r - 1)."""
+    a_mat, b_mat, g_mat = _cook_toom_convolution(_interpolation_points(m + r - 2), m, r)
     return a_mat.astype(np.float64), b_mat.astype(np.float64), g_mat.astype(np.float64)
 
 
 def pack_winograd_weight(w: np.ndarray, block: int, m: int) -> np.ndarray:
-    """OIHW 3x3 weights -> ``U = G g G^T`` as ``[a, a, O/cb, I/cb, cb_in, cb_out]``, zero-padded
-    to whole channel blocks (computed in float64, stored in the weights' dtype)."""
+    """OIHW r x r weights (r in ``KERNELS``) -> ``U = G g G^T`` as ``[a, a, O/cb, I/cb, cb_in,
+    cb_out]``, zero-padded to whole channel blocks (computed in float64, stored in the weights' dtype)."""
     o, i, kh, kw = w.shape
-    if (kh, kw) != (KERNEL, KERNEL):
-        raise ValueError(f"Winograd packing needs 3x3 weights, got {kh}x{kw}")
-    _, _, g_mat = transform_matrices(m)
-    a = m + KERNEL - 1
+    if kh != kw or kh not in KERNELS:
+        raise ValueError(f"Winograd packing needs square weights of a size in {KERNELS}, got {kh}x{kw}")
+    _, _, g_mat = transform_matrices(m, kh)
+    a = m + kh - 1
     ob, ib = blocked_channels(o, block), blocked_channels(i, block)
     wp = np.zeros((ob * block, ib * block, kh, kw), np.float64)
     wp[:o, :i] = w
@@ -77,23 +86,25 @@ def _combine(coefs: np.ndarray, term: Callable[[int], Any], dtype: str) -> Any:
 
 @register("NCHWcWinogradConv", Pattern.ANCHOR, "conv2d_winograd_nchwc")
 def nchwc_winograd_conv(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
-    """3x3 stride-1 convolution of a blocked input X with transformed weights U
-    (``pack_winograd_weight``) and optional bias ``[O/cb, cb]``. Attributes: ``tile`` (m), ``pads``."""
+    """r x r stride-1 convolution of a blocked input X with transformed weights U
+    (``pack_winograd_weight``; r = a - m + 1 from their shape) and optional bias ``[O/cb, cb]``.
+    Attributes: ``tile`` (m), ``pads``."""
     x, u = ins[0], ins[1]
     bias = ins[2] if len(ins) > 2 else None
     m = int(attrs.get("tile", 4))
     n, cbn, h, w, cb = shape_of(x)
     a, a2, kb, ub, cbi, cbo = shape_of(u)
-    if (a, a2) != (m + 2, m + 2) or ub != cbn or (cbi, cbo) != (cb, cb):
+    r = a - m + 1
+    if a != a2 or r not in KERNELS or ub != cbn or (cbi, cbo) != (cb, cb):
         raise attrs.fail(f"transformed weights {shape_of(u)} do not fit tile {m} and input {shape_of(x)}")
     p = [int(v) for v in attrs.get("pads", [0, 0, 0, 0])]
-    oh, ow = h + p[0] + p[2] - 2, w + p[1] + p[3] - 2
+    oh, ow = h + p[0] + p[2] - r + 1, w + p[1] + p[3] - r + 1
     if oh <= 0 or ow <= 0:
-        raise attrs.fail(f"3x3 kernel larger than the padded input {h}x{w}")
+        raise attrs.fail(f"{r}x{r} kernel larger than the padded input {h}x{w}")
     th, tw = -(-oh // m), -(-ow // m)
     tiles = n * th * tw
-    xp = pad_spatial(x, [(p[0], th * m + 2 - h - p[0]), (p[1], tw * m + 2 - w - p[1])])
-    a_mat, b_mat, _ = transform_matrices(m)
+    xp = pad_spatial(x, [(p[0], th * m + r - 1 - h - p[0]), (p[1], tw * m + r - 1 - w - p[1])])
+    a_mat, b_mat, _ = transform_matrices(m, r)
     dt = x.dtype
 
     def patch(t: Any, r1: Any, r2: Any, c: Any, ci: Any) -> Any:
@@ -116,3 +127,61 @@ def nchwc_winograd_conv(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tenso
         return y + bias[k, ko] if bias is not None else y
 
     return [te.compute((n, kb, oh, ow, cb), output, name="wino_out", tag="elemwise")]
+
+
+# ------------------------------------------------------------------------------ stride 2 by phases
+def pack_polyphase_winograd_weight(w: np.ndarray, block: int, m: int) -> np.ndarray:
+    """OIHW 3x3 stride-2 weights -> the transformed 2x2 weights of F(m x m, 2 x 2) over the four
+    input phases (``NCHWcPhaseSplit``): phase ``p = 2 py + px`` owns input channels ``p * C .. p * C
+    + C - 1`` (C = I rounded up to whole blocks), and its tap ``(dy, dx)`` is ``w[2 dy + py, 2 dx +
+    px]`` (zero where that is outside the 3x3 kernel)."""
+    o, i, kh, kw = w.shape
+    if (kh, kw) != (3, 3):
+        raise ValueError(f"polyphase Winograd packing needs 3x3 weights, got {kh}x{kw}")
+    c = blocked_channels(i, block) * block
+    spread = np.zeros((o, 4 * c, 2, 2), w.dtype)
+    for py in range(2):
+        for px in range(2):
+            for dy in range(2):
+                for dx in range(2):
+                    if 2 * dy + py < 3 and 2 * dx + px < 3:
+                        p = 2 * py + px
+                        spread[:, p * c:p * c + i, dy, dx] = w[:, :, 2 * dy + py, 2 * dx + px]
+    return pack_winograd_weight(spread, block, m)
+
+
+@register("NCHWcPhaseSplit", Pattern.INJECTIVE, "elemwise")
+def nchwc_phase_split(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]:
+    """The zero-padded input of a stride-2 convolution, NCHW or blocked ``[N, C/cb, H, W, cb]``, as
+    its four (row parity, column parity) phases stacked phase-major on the channel-block axis:
+    ``out[n, p * CB + k, i, j, l] = xpad[n, channel k * cb + l, 2 i + p // 2, 2 j + p % 2]``, each
+    phase ``size`` = (rows, columns) large. Attributes: ``block`` (cb), ``pads`` (top, left),
+    ``size``. From an NCHW input this is also the NCHWc conversion, in the same pass."""
+    x = ins[0]
+    shape = shape_of(x)
+    cb = int(attrs.get("block"))
+    top, left = (int(v) for v in attrs.get("pads", [0, 0]))
+    rows, cols = (int(v) for v in attrs.get("size"))
+    plain = len(shape) == 4
+    n, c, h, w = shape if plain else (shape[0], shape[1] * shape[4], shape[2], shape[3])
+    if not plain and shape[4] != cb:
+        raise attrs.fail(f"blocked input {shape} does not have blocks of {cb} channels")
+    blocks = blocked_channels(c, cb)
+
+    def body(b, q, i, j, ci):  # type: ignore[no-untyped-def]
+        phase, k = q // blocks, q % blocks
+        row, col = 2 * i + phase // 2 - top, 2 * j + phase % 2 - left
+        inside = [row >= 0, row < h, col >= 0, col < w]
+        row, col = tirx.max(tirx.min(row, h - 1), 0), tirx.max(tirx.min(col, w - 1), 0)
+        if plain:
+            ch = k * cb + ci
+            if c % cb:
+                inside.append(ch < c)
+                ch = tirx.min(ch, c - 1)
+            value = x[b, ch, row, col]
+        else:
+            value = x[b, k, row, col, ci]
+        # indices clamped in bounds: a select (a vector blend), as in ToNCHWc
+        return guarded_read(tirx.all(*inside), value, const(0, x.dtype))
+
+    return [te.compute((n, 4 * blocks, rows, cols, cb), body, name="phase_split", tag="injective")]
