@@ -6,7 +6,9 @@ same run (``common.time_interleaved``), each on the data layout its engine choos
 
 * portable: the layer's convolution step of the compiled one-layer model (shipped tuning log),
   called on its planned buffers (``Executable.step_call``): direct NCHWc, Winograd, or the
-  NCHW-input kernel, bias and ReLU fused.
+  NCHW-input kernel, bias and ReLU fused. A 3x3/2 layer with a 28x28 output is Winograd over the
+  input's phases: its phase split (the NCHW -> blocked conversion of that layout) is left out, as
+  onnxruntime's input reorder is.
 * onnxruntime: a one-node model with the ``com.microsoft.nchwc`` ``Conv`` its graph optimizer puts in
   place of such a layer (MLAS ``MlasNchwcConv``, bias and ReLU fused), run through an IOBinding on
   preallocated values so that only the kernel and the session's dispatch are timed. Its input is
