@@ -48,7 +48,8 @@ def _rows_in_registers(sch: Schedule, rows: Any, at: Any) -> None:
 
 
 class WinogradNCHWcX86(Template):
-    """Blocked Winograd F(m x m, 3 x 3): transforms in registers, batched products register-tiled."""
+    """Blocked Winograd F(m x m, r x r), r = 3 or 2 (stride 2 by phases): transforms in registers, batched
+    products register-tiled."""
 
     family = "conv2d_winograd_nchwc"
     target_family = "x86"
