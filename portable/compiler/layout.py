@@ -58,8 +58,11 @@ OTHER_ELEMWISE = {"Div", "Exp", "Log", "Sqrt", "Reciprocal", "Softplus", "Pow", 
 #: 512-bit FMAs issue one per cycle, the direct kernels already run at the FMA peak, so fewer
 #: multiplications pay wherever the transforms do: 512 ch 7x7 as a one-layer model (NCHW in and out)
 #: 1.04 -> 0.70 ms, and ResNet-18 0.933x with F(2x2) at 7x7 than without (95% interval [0.92,
-#: 0.99], 15 alternating rounds in one process). The floor was 14 before: Ice Lake's 5% at 7x7
-#: did not seem worth the larger weights.
+#: 0.99], 15 alternating rounds in one process). Other models, floor 7 against 14 on Zen 4 (whole
+#: models, 12 rounds): SqueezeNet 0.79x, Inception v1 0.82x, ZFNet 0.86x, Inception v2 0.96x, AlexNet
+#: 1.00x, ResNet-50 1.01x, DenseNet-121 1.014x [1.004, 1.039] (its 7x7 convolutions make 32 channels:
+#: two oc blocks per product, where the transforms weigh most). The floor was 14 before: Ice Lake's 5%
+#: at 7x7 did not seem worth the larger weights.
 WINOGRAD_MIN_SIDE = 7
 
 
