@@ -39,6 +39,7 @@ from common import (  # noqa: E402
     time_interleaved,
     write_json,
 )
+from fma_peak import HOW as FMA_PEAK_HOW  # noqa: E402
 from fma_peak import measured_fma_peak_gflops  # noqa: E402
 
 #: ResNet-18 convolutions at batch 1: (name, in_c, out_c, hw, k, stride)
@@ -266,8 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     formula_peak, peak_how = fma_peak_formula_gflops(args.threads, args.target)
     peak = measured_fma_peak_gflops(args.threads, args.target)
     result: dict[str, Any] = {"machine": machine_info(args.threads), "fma_peak_gflops": peak,
-                              "fma_peak_how": "measured: best of 15 calls of 12 independent FMA chains per thread "
-                                              "(benchmarks/fma_peak.py)",
+                              "fma_peak_how": FMA_PEAK_HOW,
                               "fma_peak_formula_gflops": formula_peak, "peak_formula": peak_how,
                               "target": resolve_target(args.target).key, "log": log,
                               "config": {"repeat": args.repeat, "rounds": args.rounds, "threads": args.threads},

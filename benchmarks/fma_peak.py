@@ -22,6 +22,10 @@ import numpy as np
 CHAINS = 12
 #: broadcast values swept per outer step (1 KiB: stays in L1)
 INNER = 256
+#: timed calls; the fastest counts
+CALLS = 15
+#: what the benchmarks' JSON says about the peak they divide by
+HOW = f"measured: best of {CALLS} calls of {CHAINS} independent FMA chains per thread (benchmarks/fma_peak.py)"
 
 
 def _build(threads: int, lanes: int, outer: int, target: str) -> tuple[object, int]:
@@ -56,7 +60,7 @@ def _build(threads: int, lanes: int, outer: int, target: str) -> tuple[object, i
     return fn, 2 * threads * CHAINS * lanes * outer * INNER
 
 
-def measured_fma_peak_gflops(threads: int, target: str = "host", seconds: float = 0.05, calls: int = 15) -> float:
+def measured_fma_peak_gflops(threads: int, target: str = "host", seconds: float = 0.05, calls: int = CALLS) -> float:
     """Best GFLOPS of ``calls`` runs (about ``seconds`` each) of the FMA-chain kernel on ``threads``
     threads with ``target``'s vector width; checks the kernel's result against NumPy first."""
     import tvm

@@ -44,9 +44,15 @@ def test_time_interleaved_records_one_block_per_round() -> None:
     assert np.isfinite(paired_ratio(t["a"], t["b"])["median"])
 
 
-def test_fma_peak_kernel_sums_its_chains() -> None:
-    """The FMA-peak kernel is checked against NumPy before it is timed (a kernel that skipped work
-    would report an impossible peak); a short run returns a positive rate."""
-    from fma_peak import measured_fma_peak_gflops
+def test_fma_peak_kernel_is_checked_before_it_is_timed(monkeypatch) -> None:
+    """The FMA-peak kernel's sums are compared exactly with NumPy's before any timing: a kernel that
+    skipped work (here: one outer step short) would report an impossible peak, so it raises instead;
+    the real kernel passes the check."""
+    import fma_peak
+    import pytest
 
-    assert measured_fma_peak_gflops(1, seconds=0.001, calls=2) > 0
+    fma_peak.measured_fma_peak_gflops(1, seconds=0.001, calls=1)  # raises if its sums are wrong
+    real = fma_peak._build
+    monkeypatch.setattr(fma_peak, "_build", lambda threads, lanes, outer, target: real(threads, lanes, outer - 1, target))
+    with pytest.raises(RuntimeError, match="wrong sum"):
+        fma_peak.measured_fma_peak_gflops(1, seconds=0.001, calls=1)

@@ -141,6 +141,15 @@ class _Rewriter:
         for one consumer: not recorded as ``value``'s blocked twin (its shape differs)."""
         return self.convert(value, {"pads": pads})
 
+    def phase_split(self, value: str, top_left: list[int], out_hw: list[int]) -> str:
+        """The four phases of ``value`` (its blocked twin if it has one, else the NCHW value itself)
+        for a 3x3 stride-2 convolution with padding ``top_left`` and output ``out_hw``: each phase
+        one row and column larger than the output (``NCHWcPhaseSplit``)."""
+        out = self.fresh(value)
+        self.emit(Node("NCHWcPhaseSplit", f"{value}::phase_split", [self.blocked.get(value, value)], [out],
+                       {"block": self.block, "pads": top_left, "size": [out_hw[0] + 1, out_hw[1] + 1]}))
+        return out
+
     def convert(self, value: str, extra: dict[str, Any] | None = None) -> str:
         """Emit a ``ToNCHWc`` of NCHW ``value`` (``extra`` attributes besides the block) and return
         the new blocked value."""
@@ -177,7 +186,8 @@ class _Rewriter:
         strides = [int(s) for s in node.attrs.get("strides", [1, 1])]
         pads = conv_pads(attrs, info.shape[2:], [kh, kw], strides, dil)
         onnx_pads = [pads[0][0], pads[1][0], pads[0][1], pads[1][1]]
-        out_hw = [info.shape[2 + i] + sum(pads[i]) - kk + 1 for i, kk in enumerate((kh, kw))]
+        out_hw = [(info.shape[2 + i] + sum(pads[i]) - dil[i] * (kk - 1) - 1) // strides[i] + 1
+                  for i, kk in enumerate((kh, kw))]
         # an NCHW input with at least a block of channels is converted (0.04-0.06 ms for 64 x 56 x 56):
         # the NCHW-input kernel is for few-channel first layers and for strided pointwise
         # convolutions, which read 1/(sh*sw) of the pixels a conversion would move (128 -> 256 1x1/2
@@ -196,35 +206,23 @@ class _Rewriter:
         # whole model within 3% of converting (one process, 400 alternating runs each)
         strided_pointwise = (kh, kw) == (1, 1) and max(strides) > 1
         blocked_in = depthwise or x in self.blocked or (c >= self.block and not strided_pointwise)
-        use_winograd = (self.winograd and blocked_in and not depthwise and (kh, kw) == (3, 3)
-                        and strides == [1, 1] and dil == [1, 1] and min(out_hw) >= WINOGRAD_MIN_SIDE)
-        strided_hw = [(info.shape[2 + i] + sum(pads[i]) - 3) // 2 + 1 for i in range(2)]
-        use_phases = (self.winograd and blocked_in and not depthwise and (kh, kw) == (3, 3)
-                      and strides == [2, 2] and dil == [1, 1] and min(strided_hw) >= POLYPHASE_MIN_SIDE)
-        if use_phases:
-            src = self.blocked.get(x, x)  # the blocked twin if there is one, else the NCHW value itself
-            xin = self.fresh(x)
-            self.emit(Node("NCHWcPhaseSplit", f"{x}::phase_split", [src], [xin],
-                           {"block": self.block, "pads": [pads[0][0], pads[1][0]],
-                            "size": [strided_hw[0] + 1, strided_hw[1] + 1]}))
-            packed = pack_polyphase_winograd_weight(w, self.block, POLYPHASE_TILE)
-            ins = [xin, self.const(w_name, packed)]
-            if b_name:
-                ins.append(self.const(b_name, pack_channel_vector(g.constants[b_name], self.block)))
-            out = self.fresh(node.outputs[0])
-            self.emit(Node("NCHWcWinogradConv", node.name, ins, [out], {"tile": POLYPHASE_TILE, "pads": [0, 0, 0, 0]},
-                           node.opset))
-            self.produce(node, out, oc)
-            return True
+        winograd_able = self.winograd and blocked_in and not depthwise and (kh, kw) == (3, 3) and dil == [1, 1]
+        use_winograd = winograd_able and strides == [1, 1] and min(out_hw) >= WINOGRAD_MIN_SIDE
+        use_phases = winograd_able and strides == [2, 2] and min(out_hw) >= POLYPHASE_MIN_SIDE
         direct_pads = onnx_pads
-        if blocked_in and not use_winograd and x not in self.blocked and any(onnx_pads) \
+        if use_phases:
+            xin = self.phase_split(x, [pads[0][0], pads[1][0]], out_hw)
+        elif blocked_in and not use_winograd and x not in self.blocked and any(onnx_pads) \
                 and self.uses.get(x) == 1:
             # converted for this convolution alone: the conversion writes the zero border too, so
             # the convolution does not copy its input once more into a padded buffer
             xin, direct_pads = self.padded_blocked(x, onnx_pads), [0, 0, 0, 0]
         else:
             xin = self.as_blocked(x) if blocked_in else x
-        if use_winograd:
+        if use_phases:
+            packed = pack_polyphase_winograd_weight(w, self.block, POLYPHASE_TILE)
+            op, op_attrs = "NCHWcWinogradConv", {"tile": POLYPHASE_TILE, "pads": [0, 0, 0, 0]}
+        elif use_winograd:
             tile = winograd_tile(min(out_hw))
             packed = pack_winograd_weight(w, self.block, tile)
             op, op_attrs = "NCHWcWinogradConv", {"tile": tile, "pads": onnx_pads}

@@ -35,7 +35,7 @@ import numpy as np
 from tvm import te, tirx
 from tvm.topi.nn.winograd_util import _cook_toom_convolution, _interpolation_points
 
-from .blocked import blocked_channels, pad_spatial
+from .blocked import blocked_channels, pad_spatial, zero_padded_nchw
 from .common import const, guarded_read
 from .registry import Attrs, Pattern, register, shape_of
 
@@ -139,15 +139,12 @@ def pack_polyphase_winograd_weight(w: np.ndarray, block: int, m: int) -> np.ndar
     if (kh, kw) != (3, 3):
         raise ValueError(f"polyphase Winograd packing needs 3x3 weights, got {kh}x{kw}")
     c = blocked_channels(i, block) * block
-    spread = np.zeros((o, 4 * c, 2, 2), w.dtype)
-    for py in range(2):
-        for px in range(2):
-            for dy in range(2):
-                for dx in range(2):
-                    if 2 * dy + py < 3 and 2 * dx + px < 3:
-                        p = 2 * py + px
-                        spread[:, p * c:p * c + i, dy, dx] = w[:, :, 2 * dy + py, 2 * dx + px]
-    return pack_winograd_weight(spread, block, m)
+    w4 = np.zeros((o, i, 4, 4), w.dtype)  # the kernel zero-padded to 2 taps x 2 phases per axis
+    w4[:, :, :3, :3] = w
+    by_phase = w4.reshape(o, i, 2, 2, 2, 2).transpose(0, 3, 5, 1, 2, 4)  # [o, py, px, i, dy, dx]
+    spread = np.zeros((o, 4, c, 2, 2), w.dtype)
+    spread[:, :, :i] = by_phase.reshape(o, 4, i, 2, 2)
+    return pack_winograd_weight(spread.reshape(o, 4 * c, 2, 2), block, m)
 
 
 @register("NCHWcPhaseSplit", Pattern.INJECTIVE, "elemwise")
@@ -171,17 +168,10 @@ def nchwc_phase_split(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]
     def body(b, q, i, j, ci):  # type: ignore[no-untyped-def]
         phase, k = q // blocks, q % blocks
         row, col = 2 * i + phase // 2 - top, 2 * j + phase % 2 - left
-        inside = [row >= 0, row < h, col >= 0, col < w]
-        row, col = tirx.max(tirx.min(row, h - 1), 0), tirx.max(tirx.min(col, w - 1), 0)
         if plain:
-            ch = k * cb + ci
-            if c % cb:
-                inside.append(ch < c)
-                ch = tirx.min(ch, c - 1)
-            value = x[b, ch, row, col]
-        else:
-            value = x[b, k, row, col, ci]
-        # indices clamped in bounds: a select (a vector blend), as in ToNCHWc
-        return guarded_read(tirx.all(*inside), value, const(0, x.dtype))
+            return zero_padded_nchw(x, b, k * cb + ci, row, col, c % cb != 0, True, True)
+        inside = tirx.all(row >= 0, row < h, col >= 0, col < w)
+        row, col = tirx.max(tirx.min(row, h - 1), 0), tirx.max(tirx.min(col, w - 1), 0)
+        return guarded_read(inside, x[b, k, row, col, ci], const(0, x.dtype))  # clamped: see zero_padded_nchw
 
     return [te.compute((n, 4 * blocks, rows, cols, cb), body, name="phase_split", tag="injective")]
