@@ -39,6 +39,7 @@ from ..layout import SplitAxisRewrite
 from ..common import block_name, blocks_named, divisors, inline_except_anchor, loop_extent, output_blocks, vectorize_inner
 from ..registry import ScheduleContext, Template, register_template
 from .generic import GenericX86
+from .registers import keep_in_registers
 
 
 def _conv_dims(sch: Schedule, ctx: ScheduleContext) -> dict[str, int]:
@@ -220,7 +221,7 @@ class Conv2dX86(Template):
             sch.parallel(p_loops[0])
         oci, owi = _tile_output(sch, conv, out, ocb, owb, rows_inner=False)
         sch.transform_layout(conv, ("write", 0), lambda b, c, h, w: (b, c // ocb, h, w, c % ocb))
-        sch.set_scope(conv, 0, "local")  # the tile's accumulators: registers once fully unrolled
+        keep_in_registers(sch, conv)  # the tile's accumulators: registers once fully unrolled
         sch.unroll(owi)
         _tile_reduction(sch, conv, vector_oc=True)
         sch.vectorize(oci)
@@ -230,7 +231,7 @@ class Conv2dX86(Template):
         ``ow_block`` inputs (contiguous at stride 1), ``oc_block`` weight broadcasts and FMAs into
         ``oc_block`` row accumulators."""
         oci, owi = _tile_output(sch, conv, out, knobs["oc_block"], knobs["ow_block"], rows_inner=True)
-        sch.set_scope(conv, 0, "local")
+        keep_in_registers(sch, conv)
         _tile_reduction(sch, conv, vector_oc=False)
         sch.unroll(oci)
         sch.vectorize(owi)
@@ -252,7 +253,7 @@ class Conv2dX86(Template):
         task = sch.fuse(n, oco, po)
         sch.parallel(task)
         sch.compute_at(conv, task, preserve_unit_loops=True)
-        sch.set_scope(conv, 0, "local")
+        keep_in_registers(sch, conv)
         c_oc, c_pix, rc, ry, rx = sch.get_loops(conv)[-5:]
         sch.reorder(rc, ry, rx, c_oc, c_pix)
         sch.unroll(c_oc)
@@ -268,7 +269,7 @@ class Conv2dX86(Template):
         sch.parallel(sch.fuse(n, oc, oh))
         sch.compute_at(conv, owo, preserve_unit_loops=True)
         c_oc, c_oh, c_ow, rc, ry, rx = sch.get_loops(conv)[-6:]
-        sch.set_scope(conv, 0, "local")
+        keep_in_registers(sch, conv)
         if knobs["vectorize"]:
             sch.reorder(rc, ry, rx, c_oc, c_oh, c_ow)
             sch.vectorize(c_ow)

@@ -45,6 +45,7 @@ from tvm.s_tir import Schedule
 from ..common import divisors, inline_except_anchor, loop_extent
 from ..registry import ScheduleContext, Template, register_template
 from .conv import _output_block, _schedule_pad
+from .registers import keep_in_registers
 
 
 def _dims(sch: Schedule, ctx: ScheduleContext) -> dict[str, Any]:
@@ -179,7 +180,7 @@ class Conv2dNCHWcX86(Template):
         # column tile of the task, so a chunk's weights (oc_blocks x chunk x KH x KW x cb x cb
         # floats) stay in L1 instead of streaming from L2 once per column tile and row
         sch.compute_at(conv, task if chunk else owo, preserve_unit_loops=True)
-        sch.set_scope(conv, 0, "local")  # the tile's accumulators: registers once fully unrolled
+        keep_in_registers(sch, conv)  # the tile's accumulators: registers once fully unrolled
         loops = sch.get_loops(conv)
         c_ob, c_oh, c_ow, c_ci = loops[-4 - len(d["reduce"]):-len(d["reduce"])]
         red = loops[-len(d["reduce"]):]

@@ -28,6 +28,7 @@ from ..layout import SplitAxisRewrite
 from ..registry import ScheduleContext, Template, register_template
 from .conv import Conv2dX86, _output_block, _schedule_pad
 from .generic import GenericX86
+from .registers import keep_in_registers
 
 
 def _has_block(sch: Schedule, name: str) -> bool:
@@ -158,7 +159,7 @@ class ConvWgradX86(Template):
         sch.unroll(p_c)
         sch.vectorize(p_o)
         sch.decompose_reduction(part, rb)
-        sch.set_scope(part, 0, "local")  # the tile's accumulators: registers once unrolled
+        keep_in_registers(sch, part)  # the tile's accumulators: registers once unrolled
         sch.decompose_reduction(acc, rn)
         for blk in output_blocks(sch):
             parallel_outer(sch, blk, 2, ctx.target.num_cores * 4)

@@ -35,6 +35,7 @@ from typing import Any
 from tvm.s_tir import Schedule
 
 from ..common import block_name, blocks, divisors, loop_extent
+from .registers import TILE_SCOPE
 
 #: names of the conversion stages (``portable/ops/blocked.py``)
 STAGE = "from_nchwc"
@@ -64,7 +65,7 @@ def schedule_transpose(sch: Schedule, lanes: int) -> None:
     jo, ji = sch.split(j, [None, tile])
     sch.reorder(b, co, i, jo, ci, ji)
     sch.parallel(sch.fuse(b, co, i))
-    local = sch.cache_read(y, 0, "local")
+    local = sch.cache_read(y, 0, TILE_SCOPE)
     sch.compute_at(local, jo)
     inner = sch.get_loops(local)
     sch.vectorize(inner[-1])  # a column's cb channels: one contiguous vector load

@@ -25,6 +25,7 @@ from tvm.s_tir import Schedule
 
 from ..common import blocks_named, divisors, inline_except_anchor, loop_extent, output_blocks
 from ..registry import ScheduleContext, Template, register_template
+from .registers import TILE_SCOPE, keep_in_registers
 
 _STAGES = ("wino_rows", "wino_in", "wino_out_rows")
 
@@ -40,7 +41,7 @@ def _rows_in_registers(sch: Schedule, rows: Any, at: Any) -> None:
     """Compute a transform's row stage per tile under loop ``at``, as a local buffer: its two
     small loops unrolled (constant coefficients) and its channel loop one vector."""
     sch.compute_at(rows, at, preserve_unit_loops=True)
-    sch.set_scope(rows, 0, "local")
+    keep_in_registers(sch, rows)
     first, second, lanes = sch.get_loops(rows)[-3:]
     sch.unroll(first)
     sch.unroll(second)
@@ -86,7 +87,7 @@ class WinogradNCHWcX86(Template):
     def _products(sch: Schedule, ctx: ScheduleContext, knobs: dict[str, Any]) -> None:
         tile_rows, tile_blocks = (int(v) for v in knobs["gemm_tile"].split("x"))
         gemm = sch.get_sblock(ctx.anchor_block)
-        store = sch.cache_write(gemm, 0, "local")
+        store = sch.cache_write(gemm, 0, TILE_SCOPE)
         e, f, k, t, ko = sch.get_loops(store)
         k_o, k_i = sch.split(k, [None, tile_blocks])
         t_o, t_i = sch.split(t, [None, tile_rows])
