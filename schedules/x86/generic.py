@@ -112,12 +112,13 @@ class ElemwiseX86(GenericX86):
 
     def space(self, sch: Schedule, ctx: ScheduleContext) -> dict[str, list[Any]]:
         """The generic knobs, plus ``tile_transpose`` for a ``FromNCHWc`` kernel."""
-        return {**super().space(sch, ctx), **transpose.knob_space(sch)}
+        return {**super().space(sch, ctx), **transpose.knob_space(sch, ctx.lanes)}
 
     def apply(self, sch: Schedule, ctx: ScheduleContext, knobs: dict[str, Any]) -> None:
         """See the class docstring."""
         if knobs.get("tile_transpose") and transpose.transposable(sch):
-            return transpose.schedule_transpose(sch, ctx.lanes)
+            columns = knobs.get("transpose_columns") or transpose.column_tiles(sch, ctx.lanes)[0]
+            return transpose.schedule_transpose(sch, columns)
         transpose.rows_first(sch)
         return super().apply(sch, ctx, knobs)
 

@@ -22,6 +22,8 @@ from tvm.s_tir import Schedule
 
 #: storage scope of per-tile scratch buffers on CPU targets (see the module docstring)
 TILE_SCOPE = "global"
+#: TVM's ``runtime::kMaxStackAlloca``: a global-scope CPU allocation becomes a stack array only below it
+STACK_LIMIT_BYTES = 1024
 
 
 def keep_in_registers(sch: Schedule, block: Any, buffer_index: int = 0) -> None:

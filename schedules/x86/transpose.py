@@ -6,9 +6,17 @@ each). Vectorising the output row alone makes every output vector a gather of ``
 ``cb * 4`` bytes apart. Instead, a ``cb x tile`` block (``tile`` columns of one channel block) is
 loaded with contiguous vector loads into a local buffer, and the output vectors are written from
 it with both loops unrolled; LLVM keeps the buffer in registers and turns the transpose into
-``vpermt2ps``/``vinsertf`` shuffles (16 x 16 on AVX-512). Measured (2 threads, kernel alone):
+shuffles. Measured on Ice Lake (2 threads, kernel alone, 16-column tiles):
 [1, 4, 112, 112, 16] -> [1, 64, 112, 112] (ResNet-18 conv1's output) 0.345 ms gathering, 0.180 ms
 tiled; 64 channels at 56 x 56 0.081 -> 0.063 ms; 128 at 28 x 28 0.040 either way.
+
+Tile width (``transpose_columns``): the buffer is a register array only if it is a stack array, and
+TVM makes one only below 1 KiB (``registers.py``): 16 columns x 16 channels is exactly 1 KiB, so it
+was heap scratch from the pool allocator, written and re-read through memory. At most 8 columns on
+AVX-512 (512 B) it stays in registers. Measured on Zen 4 (2 threads, inside one-layer models, both
+in one process, three runs): conv1's output 0.144-0.157 ms with 16 columns, 0.097-0.106 with 8,
+0.086-0.105 with 4; 64 channels at 56 x 56 0.031-0.066 / 0.021-0.030 / 0.012-0.021. The default is
+the widest tile under 1 KiB; the tuner may pick another.
 
 The other direction (``ToNCHWc``) is left to the generic schedule: the same tiling measured slower
 there (64 channels at 56 x 56: 0.065 ms tiled against 0.045 ms). Only its loop order changes
@@ -34,8 +42,8 @@ from typing import Any
 
 from tvm.s_tir import Schedule
 
-from ..common import block_name, blocks, divisors, loop_extent
-from .registers import TILE_SCOPE
+from ..common import block_name, blocks, divisors
+from .registers import STACK_LIMIT_BYTES, TILE_SCOPE
 
 #: names of the conversion stages (``portable/ops/blocked.py``)
 STAGE = "from_nchwc"
@@ -54,13 +62,22 @@ def transposable(sch: Schedule) -> bool:
     return int(blk.writes[0].source.shape[1]) % cb == 0
 
 
-def schedule_transpose(sch: Schedule, lanes: int) -> None:
+def column_tiles(sch: Schedule, lanes: int) -> list[int]:
+    """Candidate tile widths (columns dividing the row, at most ``lanes``): those whose
+    ``cb x columns`` fp32 buffer is a stack array (under 1 KiB) first, widest first."""
+    blk = sch.get(blocks(sch)[0])
+    cb = int(blk.reads[0].source.shape[-1])
+    width = int(blk.writes[0].source.shape[-1])
+    fits = lambda cols: cb * cols * 4 < STACK_LIMIT_BYTES  # noqa: E731
+    return sorted(divisors(width, lanes), key=lambda cols: (not fits(cols), -cols))[:3]
+
+
+def schedule_transpose(sch: Schedule, tile: int) -> None:
     """Tile by (channel block, ``tile`` columns); parallel over (n, channel block, row), which has
     ``N x C/cb x H`` iterations: always several per core."""
     y = blocks(sch)[0]
     cb = int(sch.get(y).reads[0].source.shape[-1])
     b, c, i, j = sch.get_loops(y)
-    tile = max(divisors(loop_extent(sch, j), lanes))
     co, ci = sch.split(c, [None, cb])
     jo, ji = sch.split(j, [None, tile])
     sch.reorder(b, co, i, jo, ci, ji)
@@ -86,6 +103,9 @@ def rows_first(sch: Schedule) -> None:
         sch.reorder(b, i, co, j, ci)
 
 
-def knob_space(sch: Schedule) -> dict[str, list[Any]]:
-    """The ``tile_transpose`` knob, offered only where the kernel is a transposable conversion."""
-    return {"tile_transpose": [True, False]} if transposable(sch) else {}
+def knob_space(sch: Schedule, lanes: int) -> dict[str, list[Any]]:
+    """``tile_transpose`` and its ``transpose_columns``, offered only where the kernel is a
+    transposable conversion."""
+    if not transposable(sch):
+        return {}
+    return {"tile_transpose": [True, False], "transpose_columns": column_tiles(sch, lanes)}
