@@ -12,28 +12,13 @@ tiled; 64 channels at 56 x 56 0.081 -> 0.063 ms; 128 at 28 x 28 0.040 either way
 
 Tile width (``transpose_columns``): the buffer is a register array only if it is a stack array, and
 TVM makes one only below 1 KiB (``registers.py``): 16 columns x 16 channels is exactly 1 KiB, so it
-was heap scratch from the pool allocator, written and re-read through memory. At most 8 columns on
-AVX-512 (512 B) it stays in registers. Measured on Zen 4 (2 threads, inside one-layer models, both
-in one process, three runs): conv1's output 0.144-0.157 ms with 16 columns, 0.097-0.106 with 8,
-0.086-0.105 with 4; 64 channels at 56 x 56 0.031-0.066 / 0.021-0.030 / 0.012-0.021. The default is
-the widest tile under 1 KiB; the tuner may pick another.
-
-The other direction (``ToNCHWc``) is left to the generic schedule: the same tiling measured slower
-there (64 channels at 56 x 56: 0.065 ms tiled against 0.045 ms). Only its loop order changes
-(``rows_first``): the generic schedule parallelises the leading loops, which would give each core
-whole channel blocks; rows first, each core writes the rows that a rows-first convolution after it
-reads (see ``conv_nchwc._rows_first``). Measured alone, [1, 64, 56, 56] -> [1, 4, 58, 58, 16] with
-its zero border (2 threads, both orders in one process, six runs): rows first as fast or faster in
-five (0.036 vs 0.041, 0.058 vs 0.071, 0.058 vs 0.072, 0.058 vs 0.074, 0.062 vs 0.062 ms), slower in
-one (0.088 vs 0.084 ms).
-
-Also measured and left out: 16 x 16 tiles over the flattened pixels (H x W a multiple of 16, full
-vectors where 28 or 56 columns leave partial ones): ``FromNCHWc`` 128 x 28 x 28 0.016 ms either way,
-64 x 56 x 56 0.051 tiled by columns against 0.064-0.083 flattened; ``ToNCHWc`` (no border) 0.058
-flattened against 0.053 generic. And ``FromNCHWc`` rows first, to read what a rows-first
-convolution left in each core's cache: 0.042 ms against 0.029 channels first (ResNet-18 layer2
-3x3/2 as a one-layer model, in one process): each core then writes short runs into every
-channel plane instead of whole planes.
+was heap scratch from the pool allocator, written and re-read through memory. Below that, powers of
+two shuffle best; 7 or 14 columns (vectors LLVM splits into 8 + 4 + 2 lanes) do not. Measured on
+Zen 4 (kernel inside one-layer models, 2 threads, median of 4 rounds, ms), columns 16 / 14 / 8 / 7 /
+4 / 2: conv1's output (64 ch, 112 x 112) 0.210 / 0.261 / 0.161 / 0.259 / 0.113 / 0.123; 64 ch 56 x 56
+0.057 / 0.037 / 0.023 / 0.031 / 0.018 / 0.021; 128 ch 28 x 28 0.030 / 0.021 / 0.012 / 0.019 / 0.012 /
+0.014; 256 ch 14 x 14 0.010 / 0.013 / 0.008 / 0.012 / 0.008 / 0.010. The default is 4, then 8 and 2,
+where they divide the row; else the widest divisor under 1 KiB. The tuner may pick another.
 """
 
 from __future__ import annotations
@@ -62,14 +47,19 @@ def transposable(sch: Schedule) -> bool:
     return int(blk.writes[0].source.shape[1]) % cb == 0
 
 
+#: tile widths in the order measured best (module docstring), where they divide the row and fit
+PREFERRED_COLUMNS = (4, 8, 2)
+
+
 def column_tiles(sch: Schedule, lanes: int) -> list[int]:
-    """Candidate tile widths (columns dividing the row, at most ``lanes``): those whose
-    ``cb x columns`` fp32 buffer is a stack array (under 1 KiB) first, widest first."""
+    """Candidate tile widths (columns dividing the row, at most ``lanes``, ``cb x columns`` fp32
+    under 1 KiB): ``PREFERRED_COLUMNS``, else the widest that fits (1 always does)."""
     blk = sch.get(blocks(sch)[0])
     cb = int(blk.reads[0].source.shape[-1])
     width = int(blk.writes[0].source.shape[-1])
-    fits = lambda cols: cb * cols * 4 < STACK_LIMIT_BYTES  # noqa: E731
-    return sorted(divisors(width, lanes), key=lambda cols: (not fits(cols), -cols))[:3]
+    fitting = [c for c in divisors(width, lanes) if cb * c * 4 < STACK_LIMIT_BYTES]
+    preferred = [c for c in PREFERRED_COLUMNS if c in fitting]
+    return preferred or fitting[-1:]
 
 
 def schedule_transpose(sch: Schedule, tile: int) -> None:
