@@ -161,6 +161,14 @@ def _polyphase_stride2() -> tuple[onnx.ModelProto, tuple[int, ...]]:
     return b.model((2, 24, 113, 114), b.conv(y, 32, 16, k=3, s=2, pads=[0, 1, 1, 0])), (2, 24, 113, 114)
 
 
+def _stem_7x7() -> tuple[onnx.ModelProto, tuple[int, ...]]:
+    """A 7x7 stride-2 first layer on 3 channels (F(4x4, 4x4) over densely packed phases), odd sizes
+    (31 x 34 out), batch 2, with ReLU and a max pool after it (blocked)."""
+    b = _Net(23)
+    y = b.op("Relu", [b.conv("x", 3, 32, k=7, s=2)])
+    return b.model((2, 3, 61, 67), b.op("MaxPool", [y], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])), (2, 3, 61, 67)
+
+
 def _global_pools() -> tuple[onnx.ModelProto, tuple[int, ...]]:
     """GlobalMaxPool and GlobalAveragePool run blocked, on 40 channels (a padded tail), batch 2."""
     b = _Net(13)
@@ -192,7 +200,7 @@ def _depthwise_tail_entry() -> tuple[onnx.ModelProto, tuple[int, ...]]:
     return b.model((2, 40, 13, 11), b.conv(y, 40, 24, k=1)), (2, 40, 13, 11)
 
 
-MODELS = {"depthwise_tail_entry": _depthwise_tail_entry, "padded_entry": _padded_entry, "strided_pointwise_entry": _strided_pointwise_entry, "global_pools": _global_pools, "prime_width": _prime_width, "winograd_chain": _winograd_chain, "polyphase_stride2": _polyphase_stride2, "residual_cnn": _residual_cnn, "mobile_block": _mobile_block, "concat_block": _concat_block,
+MODELS = {"depthwise_tail_entry": _depthwise_tail_entry, "padded_entry": _padded_entry, "strided_pointwise_entry": _strided_pointwise_entry, "global_pools": _global_pools, "prime_width": _prime_width, "winograd_chain": _winograd_chain, "polyphase_stride2": _polyphase_stride2, "stem_7x7": _stem_7x7, "residual_cnn": _residual_cnn, "mobile_block": _mobile_block, "concat_block": _concat_block,
           "dilated_same_pad": _dilated_same_pad}
 
 
@@ -308,6 +316,22 @@ def test_polyphase_takes_the_large_stride2_convolutions() -> None:
     assert "NCHWcPhaseSplit" not in [n.op for n in small.nodes]
 
 
+@pytest.mark.parametrize("target,blocks", [("host", 1), ("x86-avx2", 2)])
+def test_stem_runs_by_densely_packed_phases(target: str, blocks: int) -> None:
+    """stem_7x7's first layer splits its 3-channel input into 4 phases packed into one block (two on
+    AVX2) and runs as F(4x4, 4x4); with a 7x7 stride-1 or a 16-channel input it stays direct."""
+    model, _ = _stem_7x7()
+    exe = portable.compile(model, target=target, cache=False)
+    [split] = [s for s in exe.plan.steps if s["kernel"].endswith("nchwcphasesplit")]
+    assert exe.plan.values[split["args"][-1]]["shape"][1] == blocks
+    assert "conv2d_winograd_nchwc" in _step_families(exe)
+    for cin, s in ((3, 1), (16, 2)):
+        b = _Net(24)
+        graph = copy_graph(portable.load_onnx(b.model((1, cin, 64, 64), b.conv("x", cin, 32, k=7, s=s))))
+        convert_to_nchwc(graph, 16)
+        assert "NCHWcPhaseSplit" not in [n.op for n in graph.nodes]
+
+
 def test_compile_cache_keeps_the_layout_switches_apart(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A cached Winograd build is not returned once PORTABLE_WINOGRAD=0 is set (nor the reverse)."""
     monkeypatch.setenv("PORTABLE_CACHE_DIR", str(tmp_path))
@@ -341,23 +365,28 @@ def test_winograd_weight_transform_gives_direct_convolution() -> None:
         np.testing.assert_allclose(y, direct, rtol=1e-9, atol=1e-9)
 
 
-def test_polyphase_weights_give_the_strided_convolution() -> None:
-    """pack_polyphase_winograd_weight + F(4x4, 2x2) over the four phases of a patch reproduce a
-    direct 3x3 stride-2 correlation (numpy, float64), 20 input channels (a padded block)."""
+@pytest.mark.parametrize("k,cin,dense", [(3, 20, False), (7, 3, True)])
+def test_polyphase_weights_give_the_strided_convolution(k: int, cin: int, dense: bool) -> None:
+    """pack_polyphase_winograd_weight + F(4x4, r x r) over the four phases of a patch reproduce a
+    direct k x k stride-2 correlation (numpy, float64): 3x3 on 20 input channels (phases in 2 padded
+    blocks each), 7x7 on 3 channels packed densely (12 phase channels in one block)."""
     rng = np.random.default_rng(1)
-    m, cin = 4, 20
-    a_mat, b_mat, _ = transform_matrices(m, 2)
-    w = rng.standard_normal((16, cin, 3, 3))
-    d = rng.standard_normal((cin, 2 * m + 2, 2 * m + 2))  # the padded input under one 4x4 output tile
-    phases = np.zeros((4, 32, m + 1, m + 1))  # [phase, channel (padded to 2 blocks), row, column]
+    m, r = 4, (k + 1) // 2
+    a = m + r - 1
+    a_mat, b_mat, _ = transform_matrices(m, r)
+    w = rng.standard_normal((16, cin, k, k))
+    d = rng.standard_normal((cin, 2 * a, 2 * a))  # the padded input under one 4x4 output tile
+    per_phase = cin if dense else 32  # channels each phase owns
+    lanes = -(-4 * per_phase // 16) * 16
+    phases = np.zeros((lanes, a, a))  # [phase-major channel, row, column]
     for p in range(4):
-        phases[p, :cin] = d[:, p // 2::2, p % 2::2][:, :m + 1, :m + 1]
-    u = pack_polyphase_winograd_weight(w, 16, m)  # [a, a, O/cb, 4 C/cb, cb_in, cb_out]
-    u = u[:, :, 0].reshape(m + 1, m + 1, 4 * 32, 16)
-    v = np.einsum("re,crs,sf->efc", b_mat, phases.reshape(4 * 32, m + 1, m + 1), b_mat)
+        phases[p * per_phase:p * per_phase + cin] = d[:, p // 2::2, p % 2::2][:, :a, :a]
+    u = pack_polyphase_winograd_weight(w, 16, m, dense=dense)  # [a, a, O/cb, lanes/cb, cb_in, cb_out]
+    u = u[:, :, 0].reshape(a, a, lanes, 16)
+    v = np.einsum("re,crs,sf->efc", b_mat, phases, b_mat)
     y = np.einsum("ei,efk,fj->kij", a_mat, np.einsum("efc,efck->efk", v, u), a_mat)
-    direct = np.array([[[np.sum(w[k] * d[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3]) for j in range(m)] for i in range(m)]
-                       for k in range(16)])
+    direct = np.array([[[np.sum(w[o] * d[:, 2 * i:2 * i + k, 2 * j:2 * j + k]) for j in range(m)] for i in range(m)]
+                       for o in range(16)])
     np.testing.assert_allclose(y, direct, rtol=1e-9, atol=1e-9)
 
 

@@ -115,12 +115,22 @@ def _winograd(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.n
     return make_model(nodes, {"x": x}, ["y"], consts), {"x": x}
 
 
+def _stem(rng: np.random.Generator) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """A 7x7 stride-2 first layer on 3 channels, 30 x 30 out: F(4x4, 4x4) over densely packed phases."""
+    x = rng.standard_normal((1, 3, 60, 60)).astype(np.float32)
+    consts = {"w": rng.standard_normal((32, 3, 7, 7)).astype(np.float32) * 0.2,
+              "b": rng.standard_normal(32).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[3, 3, 3, 3], strides=[2, 2]),
+             helper.make_node("Relu", ["c"], ["y"])]
+    return make_model(nodes, {"x": x}, ["y"], consts), {"x": x}
+
+
 #: (id, model builder, random points per task besides the default)
 WORKLOADS: list[tuple[str, Callable[..., Any], int]] = [
     ("matmul", _mm, 4), ("batch_matmul", _bmm, 2), ("gemm_relu", _gemm_relu, 2),
     ("conv_relu", _conv_relu, 4), ("conv_s2_g2", _conv_s2_g2, 2), ("elemwise", _elemwise, 2),
     ("maxpool", _maxpool, 1), ("softmax", _softmax, 1), ("layernorm", _layernorm, 1),
-    ("nchwc_chain", _nchwc_chain, 5), ("winograd", _winograd, 4),
+    ("nchwc_chain", _nchwc_chain, 5), ("winograd", _winograd, 4), ("stem", _stem, 3),
 ]
 
 

@@ -25,6 +25,10 @@ spread over the phases (``pack_polyphase_winograd_weight``; 9 of its 16 taps are
 does 25 multiply-adds per 16 outputs and phase channel, 25 / 16 x 4 C = 6.25 C per output against
 9 C direct: 0.69x the multiplications, worth it where the direct kernel already runs at the FMA
 peak (Zen 4); the phase split replaces the NCHWc conversion an NCHW input needs anyway.
+
+The same for a 7x7 stride-2 first layer (ResNet's stem): 4x4 taps per phase, F(4x4, 4x4) (a = 7),
+and the phases of its few input channels packed densely (``dense``: 4 x 3 RGB channels in one
+16-lane block), 49 multiply-adds per output and padded phase channel against 147 direct.
 """
 
 from __future__ import annotations
@@ -39,8 +43,9 @@ from .blocked import blocked_channels, pad_spatial, zero_padded_nchw
 from .common import const, guarded_read
 from .registry import Attrs, Pattern, register, shape_of
 
-#: kernel sizes r of F(m x m, r x r): 3 (stride 1) and 2 (a stride-2 3x3 kernel split by phase)
-KERNELS = (2, 3)
+#: kernel sizes r of F(m x m, r x r): 3 (stride 1), 2 (a stride-2 3x3 kernel split by phase) and 4
+#: (a stride-2 7x7 first layer split by phase)
+KERNELS = (2, 3, 4)
 
 
 def transform_matrices(m: int, r: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -130,21 +135,24 @@ def nchwc_winograd_conv(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tenso
 
 
 # ------------------------------------------------------------------------------ stride 2 by phases
-def pack_polyphase_winograd_weight(w: np.ndarray, block: int, m: int) -> np.ndarray:
-    """OIHW 3x3 stride-2 weights -> the transformed 2x2 weights of F(m x m, 2 x 2) over the four
-    input phases (``NCHWcPhaseSplit``): phase ``p = 2 py + px`` owns input channels ``p * C .. p * C
-    + C - 1`` (C = I rounded up to whole blocks), and its tap ``(dy, dx)`` is ``w[2 dy + py, 2 dx +
-    px]`` (zero where that is outside the 3x3 kernel)."""
+def pack_polyphase_winograd_weight(w: np.ndarray, block: int, m: int, dense: bool = False) -> np.ndarray:
+    """OIHW k x k stride-2 weights (k odd: 3, 7) -> the transformed r x r weights (r = (k + 1) / 2)
+    of F(m x m, r x r) over the four input phases (``NCHWcPhaseSplit``), tap ``(dy, dx)`` of phase
+    ``(py, px)`` being ``w[2 dy + py, 2 dx + px]`` (zero outside the kernel). Phase ``p = 2 py + px``
+    owns input channels ``p * C .. p * C + C - 1``: C = I rounded up to whole blocks, or with
+    ``dense`` C = I (a few-channel input: the four phases share blocks)."""
     o, i, kh, kw = w.shape
-    if (kh, kw) != (3, 3):
-        raise ValueError(f"polyphase Winograd packing needs 3x3 weights, got {kh}x{kw}")
-    c = blocked_channels(i, block) * block
-    w4 = np.zeros((o, i, 4, 4), w.dtype)  # the kernel zero-padded to 2 taps x 2 phases per axis
-    w4[:, :, :3, :3] = w
-    by_phase = w4.reshape(o, i, 2, 2, 2, 2).transpose(0, 3, 5, 1, 2, 4)  # [o, py, px, i, dy, dx]
-    spread = np.zeros((o, 4, c, 2, 2), w.dtype)
-    spread[:, :, :i] = by_phase.reshape(o, 4, i, 2, 2)
-    return pack_winograd_weight(spread.reshape(o, 4 * c, 2, 2), block, m)
+    if kh != kw or kh % 2 == 0 or (kh + 1) // 2 not in KERNELS:
+        raise ValueError(f"polyphase Winograd packing needs odd square weights of a size in "
+                         f"{[2 * r - 1 for r in KERNELS]}, got {kh}x{kw}")
+    r = (kh + 1) // 2
+    c = i if dense else blocked_channels(i, block) * block
+    wr = np.zeros((o, i, 2 * r, 2 * r), w.dtype)  # the kernel zero-padded to r taps x 2 phases per axis
+    wr[:, :, :kh, :kw] = w
+    by_phase = wr.reshape(o, i, r, 2, r, 2).transpose(0, 3, 5, 1, 2, 4)  # [o, py, px, i, dy, dx]
+    spread = np.zeros((o, 4, c, r, r), w.dtype)
+    spread[:, :, :i] = by_phase.reshape(o, 4, i, r, r)
+    return pack_winograd_weight(spread.reshape(o, 4 * c, r, r), block, m)
 
 
 @register("NCHWcPhaseSplit", Pattern.INJECTIVE, "elemwise")
@@ -153,7 +161,9 @@ def nchwc_phase_split(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]
     its four (row parity, column parity) phases stacked phase-major on the channel-block axis:
     ``out[n, p * CB + k, i, j, l] = xpad[n, channel k * cb + l, 2 i + p // 2, 2 j + p % 2]``, each
     phase ``size`` = (rows, columns) large. Attributes: ``block`` (cb), ``pads`` (top, left),
-    ``size``. From an NCHW input this is also the NCHWc conversion, in the same pass."""
+    ``size``, ``dense`` (NCHW input only: phase-major over channels instead of blocks, channel ``q =
+    p * C + c`` of ``4 C`` rounded up to a block; a 3-channel image makes 12 of one 16-lane block
+    instead of 4 mostly empty blocks). From an NCHW input this is also the NCHWc conversion."""
     x = ins[0]
     shape = shape_of(x)
     cb = int(attrs.get("block"))
@@ -163,15 +173,27 @@ def nchwc_phase_split(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]
     n, c, h, w = shape if plain else (shape[0], shape[1] * shape[4], shape[2], shape[3])
     if not plain and shape[4] != cb:
         raise attrs.fail(f"blocked input {shape} does not have blocks of {cb} channels")
+    dense = bool(attrs.get("dense", 0))
+    if dense and not plain:
+        raise attrs.fail("dense phase packing needs an NCHW input")
     blocks = blocked_channels(c, cb)
+    out_blocks = blocked_channels(4 * c, cb) if dense else 4 * blocks
 
     def body(b, q, i, j, ci):  # type: ignore[no-untyped-def]
-        phase, k = q // blocks, q % blocks
+        if dense:
+            phase, channel = (q * cb + ci) // c, (q * cb + ci) % c
+        else:
+            phase, k = q // blocks, q % blocks
+            channel = k * cb + ci
         row, col = 2 * i + phase // 2 - top, 2 * j + phase % 2 - left
+        if dense:  # lanes past the 4 C phase channels (phase 4 and up) read as zero
+            inside = tirx.all(phase < 4, row >= 0, row < h, col >= 0, col < w)
+            clamp = lambda v, n: tirx.max(tirx.min(v, n - 1), 0)  # noqa: E731
+            return guarded_read(inside, x[b, channel, clamp(row, h), clamp(col, w)], const(0, x.dtype))
         if plain:
-            return zero_padded_nchw(x, b, k * cb + ci, row, col, c % cb != 0, True, True)
+            return zero_padded_nchw(x, b, channel, row, col, c % cb != 0, True, True)
         inside = tirx.all(row >= 0, row < h, col >= 0, col < w)
         row, col = tirx.max(tirx.min(row, h - 1), 0), tirx.max(tirx.min(col, w - 1), 0)
         return guarded_read(inside, x[b, k, row, col, ci], const(0, x.dtype))  # clamped: see zero_padded_nchw
 
-    return [te.compute((n, 4 * blocks, rows, cols, cb), body, name="phase_split", tag="injective")]
+    return [te.compute((n, out_blocks, rows, cols, cb), body, name="phase_split", tag="injective")]
