@@ -15,6 +15,9 @@ AVX-512, 8 on AVX2):
    they stay in L1/L2 while the task sweeps its tiles.
 3. Output transform per (oc block, row of tiles): ``A^T . A`` in registers, plus the fused
    epilogue (bias, residual add, activation), written straight to the NCHWc output.
+
+``products_per_row`` moves phase 2 into phase 3's tasks: each computes the products of its own row
+of tiles and oc block first (see ``defaults`` for where that pays).
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ def _gemm_tiles(tiles: int, oc_blocks: int, budget: int) -> list[str]:
     return [f"{t}x{k}" for t, k in out[:6]]
 
 
+def _accumulators(ctx: ScheduleContext) -> int:
+    """Vector accumulators of the products' register tile: past ~16 zmm LLVM spills here (measured)."""
+    return 16 if ctx.lanes >= 16 else 8
+
+
 def _rows_in_registers(sch: Schedule, rows: Any, at: Any) -> None:
     """Compute a transform's row stage per tile under loop ``at``, as a local buffer: its two
     small loops unrolled (constant coefficients) and its channel loop one vector."""
@@ -55,12 +63,26 @@ class WinogradNCHWcX86(Template):
     family = "conv2d_winograd_nchwc"
     target_family = "x86"
 
+    knobs_before_records = {"products_per_row": False}
+
     def space(self, sch: Schedule, ctx: ScheduleContext) -> dict[str, list[Any]]:
-        """gemm_tile: "<tiles>x<oc blocks>" of the batched products' register tile."""
+        """gemm_tile: "<tiles>x<oc blocks>" of the batched products' register tile; products_per_row:
+        the products of one output task (an oc block's row of tiles) computed inside that task."""
         gemm = sch.get_sblock(ctx.anchor_block)
         _, _, kb, tiles, _ = (loop_extent(sch, lp) for lp in sch.get_loops(gemm)[:5])
-        budget = 16 if ctx.lanes >= 16 else 8  # measured: past ~16 zmm accumulators LLVM spills here
-        return {"gemm_tile": _gemm_tiles(tiles, kb, budget)}
+        return {"gemm_tile": _gemm_tiles(tiles, kb, _accumulators(ctx)), "products_per_row": [False, True]}
+
+    def defaults(self, sch: Schedule, ctx: ScheduleContext) -> dict[str, Any]:
+        """Products per row only where they reduce over a single input block (the densely packed
+        7x7 first layer): there each transformed product costs 16 multiply-adds, so writing the
+        whole layer's products (9.8 MB at 224 x 224) and reading them back costs more than computing
+        them. Measured on Zen 4 (2 threads, kernels timed inside whole models, 8 rounds): ResNet-18's
+        first layer 0.69x the kernel's time, Inception v1's 0.85x; its 3x3 layers (4-32 input blocks)
+        1.06-1.59x, which keep whole-layer products."""
+        chosen = super().defaults(sch, ctx)
+        in_blocks = loop_extent(sch, sch.get_loops(sch.get_sblock(ctx.anchor_block))[5])
+        chosen["products_per_row"] = in_blocks == 1
+        return chosen
 
     def apply(self, sch: Schedule, ctx: ScheduleContext, knobs: dict[str, Any]) -> None:
         """See module docstring."""
@@ -69,8 +91,12 @@ class WinogradNCHWcX86(Template):
         if len(outs) != 1 or len(sch.get_loops(outs[0])) != 5:
             raise ValueError("Winograd convolution epilogue does not keep the output shape")
         self._input_transform(sch)
-        self._products(sch, ctx, knobs)
-        self._output_transform(sch, outs[0])
+        if knobs.get("products_per_row"):
+            task = self._output_transform(sch, outs[0])
+            self._products_in_task(sch, ctx, knobs, task)
+        else:
+            self._products(sch, ctx, knobs)
+            self._output_transform(sch, outs[0])
 
     @staticmethod
     def _input_transform(sch: Schedule) -> None:
@@ -105,18 +131,46 @@ class WinogradNCHWcX86(Template):
         sch.vectorize(ko)
 
     @staticmethod
-    def _output_transform(sch: Schedule, out: Any) -> None:
+    def _products_in_task(sch: Schedule, ctx: ScheduleContext, knobs: dict[str, Any], task: Any) -> None:
+        """The products one output task reads (``a * a`` x its row of tiles x one oc block), computed
+        at the start of that task: they stay in L2 instead of going to memory and back, which they
+        do when a whole layer's products (ResNet's 7x7 first layer: 49 x 784 tiles x 64 channels,
+        9.8 MB) are written before any is transformed back. Register tile: the knob's
+        ``tiles x oc blocks`` accumulators, all along the row's tiles (one oc block per task)."""
+        tile_rows, tile_blocks = (int(v) for v in knobs["gemm_tile"].split("x"))
+        gemm = sch.get_sblock(ctx.anchor_block)
+        store = sch.cache_write(gemm, 0, TILE_SCOPE)
+        sch.compute_at(store, task, preserve_unit_loops=True)
+        e, f, k, t, ko = sch.get_loops(store)[-5:]
+        rows = max(divisors(loop_extent(sch, t), tile_rows * tile_blocks))
+        t_o, t_i = sch.split(t, [None, rows])
+        sch.reorder(e, f, k, t_o, t_i, ko)
+        sch.compute_at(gemm, t_o, preserve_unit_loops=True)
+        g_t, g_k, g_ko, r_c, r_ci = sch.get_loops(gemm)[-5:]
+        sch.reorder(r_c, r_ci, g_t, g_k, g_ko)
+        sch.unroll(g_t)
+        sch.unroll(g_k)
+        sch.vectorize(g_ko)
+        sch.decompose_reduction(gemm, r_c)
+        sch.unroll(t_i)
+        sch.vectorize(ko)
+
+    @staticmethod
+    def _output_transform(sch: Schedule, out: Any) -> Any:
+        """Parallel over (batch, oc block, row of tiles); returns that task loop."""
         rows = blocks_named(sch, "wino_out_rows")[0]
         m = loop_extent(sch, sch.get_loops(rows)[2])
         n, k, h, w, ko = sch.get_loops(out)
         h_o, h_i = sch.split(h, [None, m])
         w_o, w_i = sch.split(w, [None, m])
         sch.reorder(n, k, h_o, w_o, h_i, w_i, ko)
-        sch.parallel(sch.fuse(n, k, h_o))
+        task = sch.fuse(n, k, h_o)
+        sch.parallel(task)
         _rows_in_registers(sch, rows, w_o)
         sch.unroll(h_i)
         sch.unroll(w_i)
         sch.vectorize(ko)
+        return task
 
 
 register_template(WinogradNCHWcX86())
