@@ -80,11 +80,16 @@ POLYPHASE_TILE = 4
 #: on RGB) run by phases too: each phase sees a 4x4 kernel, and F(4x4, 4x4) does 49 multiply-adds
 #: per 16 outputs and (padded) phase channel. The four phases of 3 channels share one 16-lane block
 #: (``dense``), so that is 49 / 16 x 16 = 49 per output against 147 direct: a third. The products
-#: reduce over one block only and the transformed products (49 x tiles x channels) go through
-#: memory, so the kernel gains less. Measured on Zen 4 (2 threads, ResNet's 7x7/2 3 -> 64 at 224 as a
-#: one-layer model, 10 alternating rounds in one process, against the direct kernel with its tuned
-#: record): F(4x4, 4x4) 0.81-0.84x for four untuned product tiles; F(3x3, 4x4) 1.02-1.36x, F(2x2,
-#: 4x4) 1.5-1.9x. Its fp32 error: 3.1e-5 max abs on outputs up to 7 (direct: 3.3e-6).
+#: reduce over one block only, so each output task computes its own products (``products_per_row``
+#: in ``schedules/x86/winograd.py``) instead of writing the layer's 9.8 MB of them to memory first.
+#: Measured on Zen 4 (2 threads, ResNet's 7x7/2 3 -> 64 at 224 as a one-layer model, alternating
+#: rounds in one process, against the direct kernel with its tuned record): whole-layer products
+#: F(4x4, 4x4) 0.81-0.84x for four untuned product tiles, F(3x3, 4x4) 1.02-1.36x, F(2x2, 4x4)
+#: 1.5-1.9x; F(4x4, 4x4) tuned 0.82x [0.74, 0.85] (onnxruntime 1.28x), and with products per row
+#: 0.72-0.75x that. Whole models with whole-layer products (12-20 rounds): ResNet-18 0.970x [0.90,
+#: 0.99], ResNet-50 0.983x, Inception v2 0.986x, DenseNet-121 1.017x, Inception v1 1.08x [0.96,
+#: 1.20] (the 9.8 MB of products went to memory there; per row its kernel takes 0.85x the time).
+#: fp32 error: 3.1e-5 max abs on outputs up to 7 (direct: 3.3e-6).
 STEM_KERNELS = (7,)
 STEM_TILE = 4
 
