@@ -73,15 +73,16 @@ class WinogradNCHWcX86(Template):
         return {"gemm_tile": _gemm_tiles(tiles, kb, _accumulators(ctx)), "products_per_row": [False, True]}
 
     def defaults(self, sch: Schedule, ctx: ScheduleContext) -> dict[str, Any]:
-        """Products per row only where they reduce over a single input block (the densely packed
-        7x7 first layer): there each transformed product costs 16 multiply-adds, so writing the
-        whole layer's products (9.8 MB at 224 x 224) and reading them back costs more than computing
-        them. Measured on Zen 4 (2 threads, kernels timed inside whole models, 8 rounds): ResNet-18's
+        """Products per row only where they reduce over at most 16 input channels (the densely
+        packed 7x7 first layer: one block on AVX-512, two on AVX2): there each transformed product
+        costs 16 multiply-adds, so writing the whole layer's products (9.8 MB at 224 x 224) and
+        reading them back costs more than computing them. Measured on Zen 4 (2 threads, kernels timed inside whole models, 8 rounds): ResNet-18's
         first layer 0.69x the kernel's time, Inception v1's 0.85x; its 3x3 layers (4-32 input blocks)
         1.06-1.59x, which keep whole-layer products."""
         chosen = super().defaults(sch, ctx)
-        in_blocks = loop_extent(sch, sch.get_loops(sch.get_sblock(ctx.anchor_block))[5])
-        chosen["products_per_row"] = in_blocks == 1
+        loops = sch.get_loops(sch.get_sblock(ctx.anchor_block))
+        reduction = loop_extent(sch, loops[5]) * loop_extent(sch, loops[6])  # input blocks x lanes
+        chosen["products_per_row"] = reduction <= 16
         return chosen
 
     def apply(self, sch: Schedule, ctx: ScheduleContext, knobs: dict[str, Any]) -> None:
