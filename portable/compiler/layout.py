@@ -86,9 +86,10 @@ POLYPHASE_TILE = 4
 #: rounds in one process, against the direct kernel with its tuned record): whole-layer products
 #: F(4x4, 4x4) 0.81-0.84x for four untuned product tiles, F(3x3, 4x4) 1.02-1.36x, F(2x2, 4x4)
 #: 1.5-1.9x; F(4x4, 4x4) tuned 0.82x [0.74, 0.85] (onnxruntime 1.28x), and with products per row
-#: 0.72-0.75x that. Whole models with whole-layer products (12-20 rounds): ResNet-18 0.970x [0.90,
-#: 0.99], ResNet-50 0.983x, Inception v2 0.986x, DenseNet-121 1.017x, Inception v1 1.08x [0.96,
-#: 1.20] (the 9.8 MB of products went to memory there; per row its kernel takes 0.85x the time).
+#: 0.72-0.75x that. Whole models against the direct stem (15 rounds, products per row): ResNet-18
+#: 0.949x [0.87, 1.02], ResNet-50 0.976x [0.957, 0.993], Inception v1 0.983x [0.958, 1.000],
+#: DenseNet-121 0.963x [0.92, 1.08], Inception v2 1.019x [0.95, 1.04]; with whole-layer products
+#: Inception v1 had been 1.08x [0.96, 1.20]: its 9.8 MB of products went to memory.
 #: fp32 error: 3.1e-5 max abs on outputs up to 7 (direct: 3.3e-6).
 STEM_KERNELS = (7,)
 STEM_TILE = 4
