@@ -19,6 +19,23 @@ Zen 4 (kernel inside one-layer models, 2 threads, median of 4 rounds, ms), colum
 0.057 / 0.037 / 0.023 / 0.031 / 0.018 / 0.021; 128 ch 28 x 28 0.030 / 0.021 / 0.012 / 0.019 / 0.012 /
 0.014; 256 ch 14 x 14 0.010 / 0.013 / 0.008 / 0.012 / 0.008 / 0.010. The default is 4, then 8 and 2,
 where they divide the row; else the widest divisor under 1 KiB. The tuner may pick another.
+
+The other direction (``ToNCHWc``) is left to the generic schedule: the same tiling measured slower
+there (64 channels at 56 x 56: 0.065 ms tiled against 0.045 ms). Only its loop order changes
+(``rows_first``): the generic schedule parallelises the leading loops, which would give each core
+whole channel blocks; rows first, each core writes the rows that a rows-first convolution after it
+reads (see ``conv_nchwc._rows_first``). Measured alone, [1, 64, 56, 56] -> [1, 4, 58, 58, 16] with
+its zero border (2 threads, both orders in one process, six runs): rows first as fast or faster in
+five (0.036 vs 0.041, 0.058 vs 0.071, 0.058 vs 0.072, 0.058 vs 0.074, 0.062 vs 0.062 ms), slower in
+one (0.088 vs 0.084 ms).
+
+Also measured and left out: 16 x 16 tiles over the flattened pixels (H x W a multiple of 16, full
+vectors where 28 or 56 columns leave partial ones): ``FromNCHWc`` 128 x 28 x 28 0.016 ms either way,
+64 x 56 x 56 0.051 tiled by columns against 0.064-0.083 flattened; ``ToNCHWc`` (no border) 0.058
+flattened against 0.053 generic. And ``FromNCHWc`` rows first, to read what a rows-first
+convolution left in each core's cache: 0.042 ms against 0.029 channels first (ResNet-18 layer2
+3x3/2 as a one-layer model, in one process): each core then writes short runs into every
+channel plane instead of whole planes.
 """
 
 from __future__ import annotations
