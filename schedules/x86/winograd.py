@@ -45,6 +45,19 @@ def _accumulators(ctx: ScheduleContext) -> int:
     return 16 if ctx.lanes >= 16 else 8
 
 
+def _register_tile(sch: Schedule, gemm: Any, at: Any) -> None:
+    """The products' register tile under loop ``at``: the reduction (input blocks, lanes) outside,
+    the tile's tiles x oc blocks unrolled and its output lanes one vector, so each step broadcasts
+    one V scalar per tile row and loads one U vector per oc block."""
+    sch.compute_at(gemm, at, preserve_unit_loops=True)
+    g_t, g_k, g_ko, r_c, r_ci = sch.get_loops(gemm)[-5:]
+    sch.reorder(r_c, r_ci, g_t, g_k, g_ko)
+    sch.unroll(g_t)
+    sch.unroll(g_k)
+    sch.vectorize(g_ko)
+    sch.decompose_reduction(gemm, r_c)
+
+
 def _rows_in_registers(sch: Schedule, rows: Any, at: Any) -> None:
     """Compute a transform's row stage per tile under loop ``at``, as a local buffer: its two
     small loops unrolled (constant coefficients) and its channel loop one vector."""
@@ -76,9 +89,10 @@ class WinogradNCHWcX86(Template):
         """Products per row only where they reduce over at most 16 input channels (the densely
         packed 7x7 first layer: one block on AVX-512, two on AVX2): there each transformed product
         costs 16 multiply-adds, so writing the whole layer's products (9.8 MB at 224 x 224) and
-        reading them back costs more than computing them. Measured on Zen 4 (2 threads, kernels timed inside whole models, 8 rounds): ResNet-18's
-        first layer 0.69x the kernel's time, Inception v1's 0.85x; its 3x3 layers (4-32 input blocks)
-        1.06-1.59x, which keep whole-layer products."""
+        reading them back costs more than computing them. Measured on Zen 4 (2 threads, kernels
+        timed inside whole models, 8 rounds): ResNet-18's first layer 0.69x the kernel's time,
+        Inception v1's 0.85x; their 3x3 layers (4-32 input blocks) 1.06-1.59x, which keep
+        whole-layer products."""
         chosen = super().defaults(sch, ctx)
         loops = sch.get_loops(sch.get_sblock(ctx.anchor_block))
         reduction = loop_extent(sch, loops[5]) * loop_extent(sch, loops[6])  # input blocks x lanes
@@ -120,13 +134,7 @@ class WinogradNCHWcX86(Template):
         t_o, t_i = sch.split(t, [None, tile_rows])
         sch.reorder(e, f, k_o, t_o, t_i, k_i, ko)
         sch.parallel(sch.fuse(e, f, k_o))
-        sch.compute_at(gemm, t_o, preserve_unit_loops=True)
-        g_t, g_k, g_ko, r_c, r_ci = sch.get_loops(gemm)[-5:]
-        sch.reorder(r_c, r_ci, g_t, g_k, g_ko)
-        sch.unroll(g_t)
-        sch.unroll(g_k)
-        sch.vectorize(g_ko)
-        sch.decompose_reduction(gemm, r_c)
+        _register_tile(sch, gemm, t_o)
         sch.unroll(t_i)
         sch.unroll(k_i)
         sch.vectorize(ko)
@@ -137,7 +145,8 @@ class WinogradNCHWcX86(Template):
         at the start of that task: they stay in L2 instead of going to memory and back, which they
         do when a whole layer's products (ResNet's 7x7 first layer: 49 x 784 tiles x 64 channels,
         9.8 MB) are written before any is transformed back. Register tile: the knob's
-        ``tiles x oc blocks`` accumulators, all along the row's tiles (one oc block per task)."""
+        ``tiles x oc blocks`` accumulators, all along the row's tiles (one oc block per task: 7x2
+        and 14x1 make the same tile here)."""
         tile_rows, tile_blocks = (int(v) for v in knobs["gemm_tile"].split("x"))
         gemm = sch.get_sblock(ctx.anchor_block)
         store = sch.cache_write(gemm, 0, TILE_SCOPE)
@@ -146,13 +155,7 @@ class WinogradNCHWcX86(Template):
         rows = max(divisors(loop_extent(sch, t), tile_rows * tile_blocks))
         t_o, t_i = sch.split(t, [None, rows])
         sch.reorder(e, f, k, t_o, t_i, ko)
-        sch.compute_at(gemm, t_o, preserve_unit_loops=True)
-        g_t, g_k, g_ko, r_c, r_ci = sch.get_loops(gemm)[-5:]
-        sch.reorder(r_c, r_ci, g_t, g_k, g_ko)
-        sch.unroll(g_t)
-        sch.unroll(g_k)
-        sch.vectorize(g_ko)
-        sch.decompose_reduction(gemm, r_c)
+        _register_tile(sch, gemm, t_o)
         sch.unroll(t_i)
         sch.vectorize(ko)
 
