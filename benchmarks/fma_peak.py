@@ -35,6 +35,7 @@ def _build(threads: int, lanes: int, outer: int, target: str) -> tuple[object, i
     from tvm.s_tir import Schedule
 
     from portable.targets import resolve_target
+    from schedules.x86.registers import keep_in_registers
 
     x = te.placeholder((threads, 2, lanes), "float32", name="x")
     y = te.placeholder((INNER,), "float32", name="y")
@@ -45,7 +46,7 @@ def _build(threads: int, lanes: int, outer: int, target: str) -> tuple[object, i
     sch = Schedule(te.create_prim_func([x, y, acc]))
     blk = sch.get_sblock("acc")
     out = sch.cache_write(blk, 0, "global")
-    sch.set_scope(blk, 0, "local")  # the accumulators: registers once their loops are unrolled
+    keep_in_registers(sch, blk)  # the accumulators: a stack array LLVM keeps in registers
     t = sch.get_loops(out)[0]
     sch.parallel(t)
     sch.compute_at(blk, t)

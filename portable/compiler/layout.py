@@ -231,8 +231,10 @@ class _Rewriter:
         use_phases = winograd_able and strides == [2, 2] and min(out_hw) >= POLYPHASE_MIN_SIDE
         # a large-kernel stride-2 first layer (ResNet's 7x7 on 3 channels) by phases: the four phases
         # of its few channels share one block, so the products reduce over 16 lanes, not 4 blocks
-        use_stem = (self.winograd and not blocked_in and groups == 1 and kh == kw and kh in STEM_KERNELS
-                    and strides == [2, 2] and dil == [1, 1] and c < self.block and min(out_hw) >= POLYPHASE_MIN_SIDE)
+        # (an unblocked input of a k x k convolution here is an NCHW one with fewer channels than a
+        # block, groups 1)
+        use_stem = (self.winograd and not blocked_in and kh == kw and kh in STEM_KERNELS
+                    and strides == [2, 2] and dil == [1, 1] and min(out_hw) >= POLYPHASE_MIN_SIDE)
         direct_pads = onnx_pads
         if use_phases or use_stem:
             xin = self.phase_split(x, [pads[0][0], pads[1][0]], out_hw, (kh + 1) // 2, dense=use_stem)

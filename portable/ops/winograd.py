@@ -186,14 +186,13 @@ def nchwc_phase_split(ins: Sequence[te.Tensor], attrs: Attrs) -> list[te.Tensor]
             phase, k = q // blocks, q % blocks
             channel = k * cb + ci
         row, col = 2 * i + phase // 2 - top, 2 * j + phase % 2 - left
-        if dense:  # lanes past the 4 C phase channels (phase 4 and up) read as zero
-            inside = tirx.all(phase < 4, row >= 0, row < h, col >= 0, col < w)
-            clamp = lambda v, n: tirx.max(tirx.min(v, n - 1), 0)  # noqa: E731
-            return guarded_read(inside, x[b, channel, clamp(row, h), clamp(col, w)], const(0, x.dtype))
-        if plain:
+        if plain and not dense:
             return zero_padded_nchw(x, b, channel, row, col, c % cb != 0, True, True)
-        inside = tirx.all(row >= 0, row < h, col >= 0, col < w)
+        # the channel is in range here (dense: lanes past the 4 C phase channels are phase 4 and up)
+        inside = [phase < 4] if dense else []
+        inside += [row >= 0, row < h, col >= 0, col < w]
         row, col = tirx.max(tirx.min(row, h - 1), 0), tirx.max(tirx.min(col, w - 1), 0)
-        return guarded_read(inside, x[b, k, row, col, ci], const(0, x.dtype))  # clamped: see zero_padded_nchw
+        value = x[b, channel, row, col] if dense else x[b, k, row, col, ci]
+        return guarded_read(tirx.all(*inside), value, const(0, x.dtype))  # clamped: see zero_padded_nchw
 
     return [te.compute((n, out_blocks, rows, cols, cb), body, name="phase_split", tag="injective")]

@@ -40,11 +40,6 @@ def _gemm_tiles(tiles: int, oc_blocks: int, budget: int) -> list[str]:
     return [f"{t}x{k}" for t, k in out[:6]]
 
 
-def _accumulators(ctx: ScheduleContext) -> int:
-    """Vector accumulators of the products' register tile: past ~16 zmm LLVM spills here (measured)."""
-    return 16 if ctx.lanes >= 16 else 8
-
-
 def _register_tile(sch: Schedule, gemm: Any, at: Any) -> None:
     """The products' register tile under loop ``at``: the reduction (input blocks, lanes) outside,
     the tile's tiles x oc blocks unrolled and its output lanes one vector, so each step broadcasts
@@ -70,8 +65,8 @@ def _rows_in_registers(sch: Schedule, rows: Any, at: Any) -> None:
 
 
 class WinogradNCHWcX86(Template):
-    """Blocked Winograd F(m x m, r x r), r = 3 or 2 (stride 2 by phases): transforms in registers, batched
-    products register-tiled."""
+    """Blocked Winograd F(m x m, r x r), r = 3, or 2 and 4 (stride 2 by phases): transforms in
+    registers, batched products register-tiled."""
 
     family = "conv2d_winograd_nchwc"
     target_family = "x86"
@@ -83,7 +78,8 @@ class WinogradNCHWcX86(Template):
         the products of one output task (an oc block's row of tiles) computed inside that task."""
         gemm = sch.get_sblock(ctx.anchor_block)
         _, _, kb, tiles, _ = (loop_extent(sch, lp) for lp in sch.get_loops(gemm)[:5])
-        return {"gemm_tile": _gemm_tiles(tiles, kb, _accumulators(ctx)), "products_per_row": [False, True]}
+        budget = 16 if ctx.lanes >= 16 else 8  # measured: past ~16 zmm accumulators LLVM spills here
+        return {"gemm_tile": _gemm_tiles(tiles, kb, budget), "products_per_row": [False, True]}
 
     def defaults(self, sch: Schedule, ctx: ScheduleContext) -> dict[str, Any]:
         """Products per row only where they reduce over at most 16 input channels (the densely
